@@ -1,0 +1,135 @@
+/**
+ * The agent's life: dial the hub, log in, publish endpoints, serve channels until the session ends,
+ * then reconnect with exponential backoff and full jitter. Only a configuration error (a hub host key
+ * other than the pinned one) stops it; a refused token is logged loudly and retried.
+ * @module
+ */
+
+import { hostname } from "node:os";
+import type { Logger } from "../log/log.ts";
+import {
+  AuthRefusedError,
+  Backoff,
+  connectHub,
+  dialTunnel,
+  type Endpoint,
+  HostKeyMismatchError,
+  type HubSession,
+  proxyFor,
+  redactUrl,
+} from "../tunnel/mod.ts";
+import type { AgentConfig } from "./agent_config.ts";
+import { tcpEndpoint } from "./endpoints.ts";
+
+/** Agent version reported to the hub. */
+export const agentVersion = "0.1.0";
+
+/** Consecutive refusals after which the agent logs at error level. */
+const loudAfterRefusals = 3;
+
+/** A running agent. */
+export interface Agent {
+  /** Drops the current session (if any) and reconnects without waiting. */
+  reconnectNow(): void;
+  /** Stops for good. */
+  stop(): void;
+  /** Settles when the agent stops; rejects on a configuration error. */
+  done: Promise<void>;
+}
+
+/** Starts the agent loop. */
+export function startAgent(
+  cfg: AgentConfig,
+  log: Logger,
+  extraEndpoints = new Map<string, Endpoint>(),
+): Agent {
+  const id = `${hostname()}-${crypto.randomUUID().slice(0, 8)}`;
+  const endpoints = new Map<string, Endpoint>(extraEndpoints);
+  for (const p of cfg.publish) endpoints.set(p.name, tcpEndpoint(p.host, p.port));
+  const backoff = new Backoff({ baseMs: 1000, capMs: cfg.backoffCapMs, resetAfterMs: 60_000 });
+  let session: HubSession | undefined;
+  let stopped = false;
+  let skipWait = false;
+  let wake: () => void = () => {};
+  const proxy = proxyFor(cfg.hubUrl, cfg.proxyEnv);
+  const alog = log.with({ cluster: cfg.cluster, agent: id });
+
+  const wait = (ms: number) =>
+    new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, ms);
+      wake = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+
+  const loop = async () => {
+    let refusals = 0;
+    while (!stopped) {
+      let connectedAt: number | undefined;
+      try {
+        const tunnel = await dialTunnel(cfg.hubUrl, { ca: cfg.ca, proxy });
+        const s = await connectHub(tunnel, {
+          cluster: cfg.cluster,
+          token: cfg.token,
+          hubFingerprint: cfg.hubFingerprint,
+          keepaliveMs: cfg.keepaliveMs,
+          hello: { version: agentVersion, agentId: id, endpoints: [...endpoints.keys()] },
+          log: alog,
+        });
+        session = s;
+        connectedAt = Date.now();
+        refusals = 0;
+        s.onControl((msg) => {
+          if (msg.type === "reconnect") {
+            alog.info("hub asked for a reconnect", { reason: msg.reason });
+            s.close();
+          }
+        });
+        for (const [name, ep] of endpoints) await s.publish(name, ep);
+        alog.info("connected to hub", {
+          hub: cfg.hubUrl.toString(),
+          via: proxy ? redactUrl(proxy.toString()) : "direct",
+          endpoints: [...endpoints.keys()],
+        });
+        if (stopped) s.close();
+        const reason = await s.closed;
+        alog.warn("disconnected from hub", { reason });
+      } catch (e) {
+        if (e instanceof HostKeyMismatchError) throw e;
+        if (e instanceof AuthRefusedError) {
+          refusals++;
+          const fields = { error: e, refusalsInARow: refusals, hint: "check --cluster and the join token" };
+          if (refusals >= loudAfterRefusals) alog.error("hub keeps refusing this agent", fields);
+          else alog.warn("hub refused this agent", fields);
+        } else {
+          alog.warn("cannot reach hub", { hub: cfg.hubUrl.toString(), error: e });
+        }
+        session?.close();
+      } finally {
+        session = undefined;
+      }
+      if (connectedAt !== undefined) backoff.connectionLived(Date.now() - connectedAt);
+      if (stopped) break;
+      const delay = skipWait ? 0 : backoff.next();
+      skipWait = false;
+      if (delay > 0) alog.info("reconnecting", { inMs: delay, attempt: backoff.attempts });
+      await wait(delay);
+    }
+  };
+
+  const done = loop();
+  return {
+    reconnectNow: () => {
+      skipWait = true;
+      if (session) session.close();
+      else wake();
+    },
+    stop: () => {
+      stopped = true;
+      session?.close();
+      wake();
+    },
+    done,
+  };
+}

@@ -1,0 +1,157 @@
+/**
+ * The agent's configuration from flags and environment, validated once with messages that say what to
+ * fix. Flags win over environment variables.
+ * @module
+ */
+
+import {
+  checkClusterName,
+  ConfigError,
+  isEndpointName,
+  parseDuration,
+  parseFlags,
+  parseHostPort,
+} from "../config/mod.ts";
+import { checkFingerprint, type ProxyEnv } from "../tunnel/mod.ts";
+
+/** A `--publish NAME=HOST:PORT` entry. */
+export interface PublishedTcp {
+  name: string;
+  host: string;
+  port: number;
+}
+
+/** Everything the agent runs with. */
+export interface AgentConfig {
+  hubUrl: URL;
+  cluster: string;
+  token: string;
+  hubFingerprint: string;
+  /** Hub CA bundle (PEM) for wss. */
+  ca: string | undefined;
+  publish: PublishedTcp[];
+  keepaliveMs: number;
+  backoffCapMs: number;
+  proxyEnv: ProxyEnv;
+  logLevel: "debug" | "info" | "warn" | "error";
+}
+
+/** Usage text of main_agent.ts. */
+export const agentUsage = `Tower agent: dials out to the hub and serves what it publishes.
+
+Usage: main_agent.ts [flags]            (each flag also reads the env var in brackets)
+  --hub URL                 ws://HOST:PORT/tunnel or wss://… [TOWER_HUB_URL]
+  --cluster NAME            cluster name registered on the hub [TOWER_CLUSTER]
+  --token TOKEN             join token [TOWER_TOKEN]  (prefer the env var or --token-file)
+  --token-file FILE         file holding the join token [TOWER_TOKEN_FILE]
+  --hub-fingerprint FP      pinned hub host key, SHA256:… ('main_server.ts fingerprint') [TOWER_HUB_FINGERPRINT]
+  --ca-file FILE            CA bundle for wss:// (the hub's ca.crt) [TOWER_CA_FILE]
+  --publish NAME=HOST:PORT  serve endpoint NAME by dialing HOST:PORT (repeatable) [TOWER_PUBLISH, comma-separated]
+  --keepalive DURATION      keepalive interval; a silent hub is dropped after 3 (default 10s) [TOWER_KEEPALIVE]
+  --backoff-max DURATION    longest wait between reconnects (default 30s) [TOWER_BACKOFF_MAX]
+  --log-level LEVEL         debug, info, warn, error (default info) [TOWER_LOG_LEVEL]
+HTTPS_PROXY / HTTP_PROXY / NO_PROXY are honoured (HTTP CONNECT, user:pass@ allowed).
+SIGHUP reconnects at once.`;
+
+/** Parses and validates the agent's flags and environment; reads the token and CA files. */
+export async function loadAgentConfig(
+  args: string[],
+  env: (name: string) => string | undefined,
+): Promise<AgentConfig> {
+  const { values, positionals } = parseFlags(args, {
+    hub: { type: "string" },
+    cluster: { type: "string" },
+    token: { type: "string" },
+    "token-file": { type: "string" },
+    "hub-fingerprint": { type: "string" },
+    "ca-file": { type: "string" },
+    publish: { type: "string", multiple: true },
+    keepalive: { type: "string" },
+    "backoff-max": { type: "string" },
+    "log-level": { type: "string" },
+  });
+  if (positionals.length) throw new ConfigError(`unexpected argument '${positionals[0]}'`);
+  const get = (flag: string, envName: string) => (values[flag] as string | undefined) ?? env(envName);
+  const need = (flag: string, envName: string) => {
+    const v = get(flag, envName);
+    if (!v) throw new ConfigError(`--${flag} (or ${envName}) is required`);
+    return v;
+  };
+
+  const hubText = need("hub", "TOWER_HUB_URL");
+  let hubUrl: URL;
+  try {
+    hubUrl = new URL(hubText);
+  } catch {
+    throw new ConfigError(`--hub '${hubText}' is not a URL`);
+  }
+  if (hubUrl.protocol !== "ws:" && hubUrl.protocol !== "wss:") {
+    throw new ConfigError(`--hub '${hubText}' must start with ws:// or wss://`);
+  }
+  if (hubUrl.pathname === "/") hubUrl.pathname = "/tunnel";
+
+  let token = get("token", "TOWER_TOKEN");
+  const tokenFile = get("token-file", "TOWER_TOKEN_FILE");
+  if (token && tokenFile) throw new ConfigError("give the token once: --token/TOWER_TOKEN or --token-file");
+  if (tokenFile) {
+    try {
+      token = (await Deno.readTextFile(tokenFile)).trim();
+    } catch (e) {
+      throw new ConfigError(`--token-file ${tokenFile}: ${(e as Error).message}`);
+    }
+  }
+  if (!token) throw new ConfigError("a join token is required: --token-file, TOWER_TOKEN or --token");
+
+  const caFile = get("ca-file", "TOWER_CA_FILE");
+  let ca: string | undefined;
+  if (caFile) {
+    try {
+      ca = await Deno.readTextFile(caFile);
+    } catch (e) {
+      throw new ConfigError(`--ca-file ${caFile}: ${(e as Error).message}`);
+    }
+    if (!ca.includes("-----BEGIN CERTIFICATE-----")) {
+      throw new ConfigError(`--ca-file ${caFile} holds no PEM certificate`);
+    }
+  } else if (hubUrl.protocol === "wss:") {
+    throw new ConfigError(
+      "--ca-file is required for wss:// (the hub's ca.crt, or the CA of the TLS front in between)",
+    );
+  }
+
+  const publishText = (values.publish as string[] | undefined) ??
+    (env("TOWER_PUBLISH") ?? "").split(",").filter((s) => s.trim());
+  const publish = publishText.map((p) => {
+    const eq = p.indexOf("=");
+    const name = p.slice(0, eq).trim();
+    if (eq < 0 || !isEndpointName(name)) throw new ConfigError(`--publish '${p}': expected NAME=HOST:PORT`);
+    return { name, ...parseHostPort(p.slice(eq + 1).trim(), `--publish ${name}`, "127.0.0.1") };
+  });
+  const names = new Set<string>();
+  for (const p of publish) {
+    if (names.has(p.name)) throw new ConfigError(`--publish: endpoint '${p.name}' is given twice`);
+    names.add(p.name);
+  }
+
+  const level = get("log-level", "TOWER_LOG_LEVEL") ?? "info";
+  if (!["debug", "info", "warn", "error"].includes(level)) {
+    throw new ConfigError(`--log-level '${level}' is unknown`);
+  }
+
+  return {
+    hubUrl,
+    cluster: checkClusterName(need("cluster", "TOWER_CLUSTER")),
+    token,
+    hubFingerprint: checkFingerprint(need("hub-fingerprint", "TOWER_HUB_FINGERPRINT")),
+    ca,
+    publish,
+    keepaliveMs: parseDuration(get("keepalive", "TOWER_KEEPALIVE") ?? "10s", "--keepalive"),
+    backoffCapMs: parseDuration(get("backoff-max", "TOWER_BACKOFF_MAX") ?? "30s", "--backoff-max"),
+    proxyEnv: {
+      httpsProxy: env("HTTPS_PROXY") ?? env("https_proxy"),
+      httpProxy: env("HTTP_PROXY") ?? env("http_proxy"),
+      noProxy: env("NO_PROXY") ?? env("no_proxy"),
+    },
+    logLevel: level as AgentConfig["logLevel"],
+  };
+}

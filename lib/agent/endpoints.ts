@@ -1,0 +1,40 @@
+/**
+ * What the agent serves on published endpoints. A TCP endpoint dials one fixed address given by the
+ * operator (`--publish NAME=HOST:PORT`); the hub can only name the endpoint, never an address.
+ * @module
+ */
+
+import net from "node:net";
+import type { Duplex } from "node:stream";
+import { type Endpoint, splice } from "../tunnel/mod.ts";
+
+/** Dials `host:port` with no-delay and half-close, within `timeoutMs`. */
+export function dialPlain(host: string, port: number, timeoutMs = 10_000): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ host, port, allowHalfOpen: true });
+    socket.setNoDelay(true);
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`connect to ${host}:${port} timed out`));
+    }, timeoutMs);
+    socket.once("connect", () => {
+      clearTimeout(timer);
+      socket.removeAllListeners("error");
+      resolve(socket);
+    });
+    socket.once("error", (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+  });
+}
+
+/** An endpoint that relays each channel to a fixed TCP address. */
+export function tcpEndpoint(host: string, port: number): Endpoint {
+  return {
+    open: async () => {
+      const socket = await dialPlain(host, port);
+      return (channel: Duplex) => splice(channel, socket);
+    },
+  };
+}

@@ -1,0 +1,4 @@
+/** The agent: configuration, endpoints it serves, and its connect/reconnect loop. @module */
+export { type AgentConfig, agentUsage, loadAgentConfig, type PublishedTcp } from "./agent_config.ts";
+export { type Agent, agentVersion, startAgent } from "./agent.ts";
+export { dialPlain, tcpEndpoint } from "./endpoints.ts";

@@ -1,0 +1,31 @@
+/** Validation of names users type: cluster names, user names, endpoint names. @module */
+
+import { ConfigError } from "./duration.ts";
+
+const dnsLabel = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
+
+/** True when `name` is an RFC 1123 DNS label (what Tower accepts as a cluster name). */
+export function isClusterName(name: string): boolean {
+  return dnsLabel.test(name);
+}
+
+/** Throws a ConfigError unless `name` is a valid cluster name. */
+export function checkClusterName(name: string): string {
+  if (!isClusterName(name)) {
+    throw new ConfigError(
+      `cluster name '${name}' is not a DNS label (lowercase letters, digits and '-', 1-63 characters, ` +
+        `starting and ending with a letter or digit)`,
+    );
+  }
+  return name;
+}
+
+const endpointName = /^[a-z0-9]([-a-z0-9./:]{0,250}[a-z0-9])?$/;
+
+/**
+ * True when `name` can name a published endpoint: `kubernetes`, `svc/NS/NAME:PORT`, `svc/NS/NAME:PORT/udp`,
+ * or any other lowercase name made of letters, digits, `-`, `.`, `/` and `:` with no `..` segment.
+ */
+export function isEndpointName(name: string): boolean {
+  return endpointName.test(name) && !name.split("/").some((part) => part === "." || part === "..");
+}

@@ -1,0 +1,45 @@
+/**
+ * The registry: which clusters exist, their join-token hashes, and hub settings. An interface, so the
+ * YAML-file backend can be joined later by one on the Kubernetes API (for several hub replicas).
+ * @module
+ */
+
+/** A cluster known to the hub. */
+export interface ClusterRecord {
+  /** DNS label, also the SSH user name its agents log in with. */
+  name: string;
+  /** `sha256:` hash of the current join token. */
+  tokenHash: string;
+  /** When the cluster was added (ISO 8601). */
+  createdAt: string;
+  /** When the token was last rotated (ISO 8601). */
+  tokenRotatedAt?: string;
+}
+
+/** Hub-wide settings kept in the registry. */
+export interface HubSettings {
+  /** The tunnel URL agents are told to dial, e.g. `wss://hub.example.com:8443/tunnel`. */
+  publicUrl?: string;
+}
+
+/** Everything the registry holds. */
+export interface RegistryData {
+  version: 1;
+  settings: HubSettings;
+  clusters: ClusterRecord[];
+}
+
+/** Storage of the registry. Writers see a consistent snapshot: `update` is read-modify-write under a lock. */
+export interface Registry {
+  /** The current contents. */
+  read(): Promise<RegistryData>;
+  /** Applies `change` to the current contents and stores the result atomically; returns what `change` returned. */
+  update<T>(change: (data: RegistryData) => T): Promise<T>;
+  /** Calls `onChange` with fresh contents soon after starting and whenever a writer changes the registry; returns a stop function. */
+  watch(onChange: (data: RegistryData) => void, intervalMs?: number): () => void;
+}
+
+/** An empty registry. */
+export function emptyRegistry(): RegistryData {
+  return { version: 1, settings: {}, clusters: [] };
+}

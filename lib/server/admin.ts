@@ -1,0 +1,134 @@
+/**
+ * Admin commands on the hub's data dir: add, list, remove clusters and rotate their tokens. They edit
+ * the registry file; a running hub picks the change up within a second (and closes sessions of removed
+ * clusters or rotated tokens). `list` reads the live status the hub writes.
+ * @module
+ */
+
+import { join } from "node:path";
+import { hostname } from "node:os";
+import { checkClusterName, ConfigError } from "../config/mod.ts";
+import { hashToken, newToken } from "../registry/mod.ts";
+import { dataPaths, loadCa, loadHostKey, openDataDir } from "./data_dir.ts";
+import { agentManifest } from "./agent_manifest.ts";
+import type { AgentSummary } from "./cluster_sessions.ts";
+
+/** What `cluster add` and `rotate-token` hand back to print. */
+export interface IssuedToken {
+  cluster: string;
+  token: string;
+  hubUrl: string;
+  fingerprint: string;
+  caFile: string;
+  agentCommand: string;
+  manifest: string;
+}
+
+async function issue(
+  dataDir: string,
+  cluster: string,
+  token: string,
+  hubUrlFlag?: string,
+): Promise<IssuedToken> {
+  const registry = await openDataDir(dataDir);
+  const { fingerprint } = await loadHostKey(dataDir);
+  const ca = await loadCa(dataDir);
+  const hubUrl = hubUrlFlag ?? (await registry.read()).settings.publicUrl ??
+    `wss://${hostname()}:8443/tunnel`;
+  const caFile = dataPaths(dataDir).caCert;
+  const agentCommand = [
+    `TOWER_TOKEN='${token}'`,
+    "deno run -P=agent main_agent.ts",
+    `--hub ${hubUrl}`,
+    `--cluster ${cluster}`,
+    `--hub-fingerprint ${fingerprint}`,
+    ...(hubUrl.startsWith("wss:") ? [`--ca-file ${caFile}`] : []),
+  ].join(" ");
+  const manifest = agentManifest({ cluster, hubUrl, fingerprint, token, caPem: ca.cert });
+  return { cluster, token, hubUrl, fingerprint, caFile, agentCommand, manifest };
+}
+
+function checkHubUrl(url: string | undefined): string | undefined {
+  if (url === undefined) return undefined;
+  if (!/^wss?:\/\/[^/]+/.test(url)) throw new ConfigError(`--hub-url '${url}' must be a ws:// or wss:// URL`);
+  return url;
+}
+
+/** Adds a cluster and returns its new token (shown once) with ready-to-use agent instructions. */
+export async function addCluster(dataDir: string, name: string, hubUrl?: string): Promise<IssuedToken> {
+  checkClusterName(name);
+  checkHubUrl(hubUrl);
+  const registry = await openDataDir(dataDir);
+  const token = newToken();
+  await registry.update((data) => {
+    if (data.clusters.some((c) => c.name === name)) {
+      throw new ConfigError(
+        `cluster '${name}' already exists (use 'cluster rotate-token ${name}' for a new token)`,
+      );
+    }
+    data.clusters.push({ name, tokenHash: hashToken(token), createdAt: new Date().toISOString() });
+    if (hubUrl) data.settings.publicUrl = hubUrl;
+  });
+  return await issue(dataDir, name, token, hubUrl);
+}
+
+/** Replaces a cluster's token; sessions that used the old one are closed by the hub. */
+export async function rotateToken(dataDir: string, name: string): Promise<IssuedToken> {
+  checkClusterName(name);
+  const registry = await openDataDir(dataDir);
+  const token = newToken();
+  await registry.update((data) => {
+    const c = data.clusters.find((x) => x.name === name);
+    if (!c) throw new ConfigError(`cluster '${name}' does not exist`);
+    c.tokenHash = hashToken(token);
+    c.tokenRotatedAt = new Date().toISOString();
+  });
+  return await issue(dataDir, name, token);
+}
+
+/** Removes a cluster; its live sessions are closed by the hub at once. */
+export async function removeCluster(dataDir: string, name: string): Promise<void> {
+  checkClusterName(name);
+  const registry = await openDataDir(dataDir);
+  await registry.update((data) => {
+    const i = data.clusters.findIndex((c) => c.name === name);
+    if (i < 0) throw new ConfigError(`cluster '${name}' does not exist`);
+    data.clusters.splice(i, 1);
+  });
+}
+
+/** One row of `cluster list`. */
+export interface ClusterRow {
+  name: string;
+  agents: number;
+  since: string | undefined;
+  bytesIn: number;
+  bytesOut: number;
+}
+
+/** Clusters with their live sessions, as last reported by the running hub. */
+export async function listClusters(dataDir: string): Promise<{ hubRunning: boolean; rows: ClusterRow[] }> {
+  const registry = await openDataDir(dataDir);
+  const data = await registry.read();
+  let live: Record<string, AgentSummary[]> = {};
+  let hubRunning = false;
+  try {
+    const status = JSON.parse(await Deno.readTextFile(join(dataDir, "status.json")));
+    hubRunning = Date.now() - Date.parse(status.updatedAt) < 15_000;
+    if (hubRunning) live = status.clusters ?? {};
+  } catch {
+    // no status: the hub is not running
+  }
+  const rows = data.clusters.map((c) => {
+    const agents = live[c.name] ?? [];
+    const since = agents.map((a) => a.since).sort()[0];
+    return {
+      name: c.name,
+      agents: agents.length,
+      since,
+      bytesIn: agents.reduce((n, a) => n + a.bytesIn, 0),
+      bytesOut: agents.reduce((n, a) => n + a.bytesOut, 0),
+    };
+  });
+  return { hubRunning, rows };
+}

@@ -1,0 +1,137 @@
+/**
+ * Live agent sessions per cluster, and the choice of which one carries a new channel: a healthy agent
+ * (keepalive not late) with the fewest open channels.
+ * @module
+ */
+
+import type { Duplex } from "node:stream";
+import type { AgentConnection } from "../tunnel/mod.ts";
+
+/** No agent of the cluster can take the channel. */
+export class NoAgentError extends Error {
+  override name = "NoAgentError";
+}
+
+/** Summary of one agent session, for `cluster list` and the status file. */
+export interface AgentSummary {
+  id: string;
+  remoteAddress: string;
+  since: string;
+  version: unknown;
+  openChannels: number;
+  bytesIn: number;
+  bytesOut: number;
+  late: boolean;
+}
+
+/** All agent sessions of all clusters on this hub. */
+export class ClusterSessions {
+  readonly #byCluster = new Map<string, Set<AgentConnection>>();
+  #onChange: () => void = () => {};
+
+  /** Registers a session; it is dropped by itself when it closes. */
+  add(agent: AgentConnection): void {
+    let set = this.#byCluster.get(agent.cluster);
+    if (!set) this.#byCluster.set(agent.cluster, set = new Set());
+    set.add(agent);
+    agent.onClose(() => {
+      set.delete(agent);
+      if (set.size === 0 && this.#byCluster.get(agent.cluster) === set) this.#byCluster.delete(agent.cluster);
+      this.#onChange();
+    });
+    this.#onChange();
+  }
+
+  /** Sets the function called whenever a session comes or goes. */
+  onChange(handler: () => void): void {
+    this.#onChange = handler;
+  }
+
+  /** Sessions of `cluster` (open ones only). */
+  of(cluster: string): AgentConnection[] {
+    return [...(this.#byCluster.get(cluster) ?? [])].filter((a) => !a.closed);
+  }
+
+  /** Names of clusters with at least one session. */
+  clusters(): string[] {
+    return [...this.#byCluster.keys()];
+  }
+
+  /** Closes every session of `cluster`. */
+  closeCluster(cluster: string, reason: string): number {
+    const list = this.of(cluster);
+    for (const a of list) a.close(reason);
+    return list.length;
+  }
+
+  /** Closes all sessions. */
+  closeAll(reason: string): void {
+    for (const c of this.clusters()) this.closeCluster(c, reason);
+  }
+
+  /** The agent that should carry the next channel to `endpoint`, or undefined. */
+  pick(cluster: string, endpoint: string, exclude?: Set<AgentConnection>): AgentConnection | undefined {
+    const now = Date.now();
+    let best: AgentConnection | undefined;
+    let bestLate = true;
+    for (const a of this.of(cluster)) {
+      if (!a.endpoints.has(endpoint) || exclude?.has(a)) continue;
+      const late = a.isLate(now);
+      // A late agent is only a last resort.
+      if (!best || (bestLate && !late) || (late === bestLate && a.openChannels < best.openChannels)) {
+        best = a;
+        bestLate = late;
+      }
+    }
+    return best;
+  }
+
+  /**
+   * Opens a channel to `endpoint` on some agent of `cluster`, trying the next best agent when one
+   * refuses (e.g. it could not dial). Rejects with NoAgentError when none can.
+   */
+  async openChannel(cluster: string, endpoint: string): Promise<{ channel: Duplex; agent: AgentConnection }> {
+    const tried = new Set<AgentConnection>();
+    let lastError: Error | undefined;
+    for (;;) {
+      const agent = this.pick(cluster, endpoint, tried);
+      if (!agent) {
+        if (lastError) throw new NoAgentError(lastError.message);
+        const any = this.of(cluster).length > 0;
+        throw new NoAgentError(
+          any
+            ? `no agent of cluster '${cluster}' publishes endpoint '${endpoint}'`
+            : `cluster '${cluster}' has no connected agent`,
+        );
+      }
+      tried.add(agent);
+      try {
+        return { channel: await agent.openChannel(endpoint), agent };
+      } catch (e) {
+        lastError = e as Error;
+      }
+    }
+  }
+
+  /** Summaries of every session, by cluster. */
+  summary(): Record<string, AgentSummary[]> {
+    const out: Record<string, AgentSummary[]> = {};
+    const now = Date.now();
+    for (const cluster of this.clusters()) {
+      out[cluster] = this.of(cluster).map((a) => {
+        const b = a.bytes();
+        return {
+          id: a.id,
+          remoteAddress: a.remoteAddress,
+          since: a.since.toISOString(),
+          version: a.hello.version,
+          openChannels: a.openChannels,
+          bytesIn: b.read,
+          bytesOut: b.written,
+          late: a.isLate(now),
+        };
+      });
+    }
+    return out;
+  }
+}

@@ -1,0 +1,167 @@
+/**
+ * The hub: front door, SSH server for agent tunnels, live sessions, registry watch, forward listeners
+ * and the status file that `cluster list` reads. Composition only; each concern lives in its own module.
+ * @module
+ */
+
+import type { Logger } from "../log/log.ts";
+import type { CertPair } from "./tls_material.ts";
+import { type RegistryData } from "../registry/mod.ts";
+import { acceptTunnel, SshHub, tunnelWebSocketServer } from "../tunnel/mod.ts";
+import { ClusterSessions } from "./cluster_sessions.ts";
+import { agentAuthenticator } from "./agent_auth.ts";
+import { dataPaths, loadCa, loadHostKey, loadServingCert, openDataDir } from "./data_dir.ts";
+import { type FrontDoor, refuseUpgrade, startFrontDoor } from "./front_door.ts";
+import { type ForwardListener, type ForwardRule, startForward } from "./tcp_forward.ts";
+
+/** Tower's version, reported in hellos and `/version`-like places. */
+export const towerVersion = "0.1.0";
+
+/** Everything `serve` needs. */
+export interface HubConfig {
+  dataDir: string;
+  host: string;
+  port: number;
+  /** `self-signed`: hub CA + generated cert; `files`: user cert/key; `plain`: HTTP without TLS. */
+  tls: { mode: "self-signed"; names: string[] } | { mode: "files"; certFile: string; keyFile: string } | {
+    mode: "plain";
+  };
+  forwards: ForwardRule[];
+  keepaliveMs: number;
+  handshakeTimeoutMs: number;
+  log: Logger;
+}
+
+/** A running hub. */
+export interface Hub {
+  port: number;
+  fingerprint: string;
+  /** The hub CA certificate (PEM), which agents and kubeconfigs trust. */
+  ca: CertPair;
+  sessions: ClusterSessions;
+  frontDoor: FrontDoor;
+  forwards: ForwardListener[];
+  registry(): RegistryData;
+  close(): Promise<void>;
+}
+
+/** Starts a hub from `config`. */
+export async function startHub(config: HubConfig): Promise<Hub> {
+  const log = config.log;
+  const registryStore = await openDataDir(config.dataDir);
+  let registry = await registryStore.read();
+  const hostKey = await loadHostKey(config.dataDir);
+  const ca = await loadCa(config.dataDir);
+  const tls = config.tls.mode === "plain" ? undefined : await loadServingCert(
+    config.dataDir,
+    ca,
+    config.tls.mode === "self-signed" ? config.tls.names : [],
+    config.tls.mode === "files" ? config.tls : undefined,
+  );
+
+  const sessions = new ClusterSessions();
+  const ssh = new SshHub({
+    hostKey: hostKey.key,
+    authenticate: agentAuthenticator(() => registry, log),
+    onAgent: (agent) => {
+      log.info("agent connected", { cluster: agent.cluster, agent: agent.id, remote: agent.remoteAddress });
+      sessions.add(agent);
+      agent.onClose((reason) =>
+        log.info("agent disconnected", { cluster: agent.cluster, agent: agent.id, reason })
+      );
+    },
+    handshakeTimeoutMs: config.handshakeTimeoutMs,
+    keepaliveMs: config.keepaliveMs,
+    version: towerVersion,
+    log,
+  });
+
+  const wss = tunnelWebSocketServer();
+  let closing = false;
+  const frontDoor = await startFrontDoor({
+    host: config.host,
+    port: config.port,
+    ...(tls ? { tls: { ...tls, clientCa: ca.cert } } : {}),
+    ready: () => !closing,
+    log,
+  });
+  frontDoor.upgrade((req, socket, head) => {
+    if ((req.url ?? "").split("?")[0] !== "/tunnel") return false;
+    if ((req.headers.upgrade ?? "").toLowerCase() !== "websocket") {
+      refuseUpgrade(socket, 400, "the tunnel path takes WebSocket upgrades only");
+      return true;
+    }
+    acceptTunnel(wss, req, socket, head).then((t) => ssh.accept(t), (e) => {
+      log.warn("tunnel upgrade failed", { error: e });
+      socket.destroy();
+    });
+    return true;
+  });
+
+  // Admin commands edit the registry file; apply their effect on live sessions here.
+  const stopWatch = registryStore.watch((next) => {
+    const before = new Map(registry.clusters.map((c) => [c.name, c.tokenHash]));
+    registry = next;
+    const after = new Map(next.clusters.map((c) => [c.name, c.tokenHash]));
+    for (const [name, hash] of before) {
+      if (!after.has(name)) {
+        const n = sessions.closeCluster(name, "cluster removed");
+        log.info("cluster removed", { cluster: name, sessionsClosed: n });
+      } else if (after.get(name) !== hash) {
+        const n = sessions.closeCluster(name, "join token rotated");
+        log.info("cluster token rotated", { cluster: name, sessionsClosed: n });
+      }
+    }
+  });
+
+  const statusPath = dataPaths(config.dataDir).status;
+  let statusDirty = true;
+  sessions.onChange(() => void (statusDirty = true));
+  let statusTicks = 0;
+  const writeStatus = async () => {
+    // Rewritten on change, and every 5 s anyway so readers can tell a live hub from a dead one.
+    if (!statusDirty && ++statusTicks < 5) return;
+    statusDirty = false;
+    statusTicks = 0;
+    const body = JSON.stringify({
+      pid: Deno.pid,
+      updatedAt: new Date().toISOString(),
+      clusters: sessions.summary(),
+    });
+    const tmp = `${statusPath}.tmp`;
+    await Deno.writeTextFile(tmp, body).then(() => Deno.rename(tmp, statusPath)).catch((e) =>
+      log.warn("status file not written", { error: e })
+    );
+  };
+  const statusTimer = setInterval(writeStatus, 1000);
+  await writeStatus();
+
+  const forwards: ForwardListener[] = [];
+  try {
+    for (const rule of config.forwards) forwards.push(await startForward(rule, sessions, log));
+  } catch (e) {
+    clearInterval(statusTimer);
+    stopWatch();
+    await Promise.all([frontDoor.close(), ...forwards.map((f) => f.close())]);
+    throw e;
+  }
+
+  return {
+    port: frontDoor.port,
+    fingerprint: hostKey.fingerprint,
+    ca,
+    sessions,
+    frontDoor,
+    forwards,
+    registry: () => registry,
+    close: async () => {
+      closing = true;
+      clearInterval(statusTimer);
+      stopWatch();
+      sessions.closeAll("hub shutting down");
+      for (const client of wss.clients) client.terminate();
+      await Promise.all([frontDoor.close(), ...forwards.map((f) => f.close())]);
+      await Deno.remove(statusPath).catch(() => {});
+    },
+  };
+}

@@ -1,0 +1,14 @@
+/** The hub: front door, agent sessions, admission, forwarding, admin commands. @module */
+export {
+  addCluster,
+  type ClusterRow,
+  type IssuedToken,
+  listClusters,
+  removeCluster,
+  rotateToken,
+} from "./admin.ts";
+export { agentManifest, agentRbacObjects } from "./agent_manifest.ts";
+export { type AgentSummary, ClusterSessions, NoAgentError } from "./cluster_sessions.ts";
+export { dataPaths, loadHostKey } from "./data_dir.ts";
+export { type Hub, type HubConfig, startHub, towerVersion } from "./hub.ts";
+export { type ForwardRule, parseForward } from "./tcp_forward.ts";

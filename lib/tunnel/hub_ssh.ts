@@ -1,0 +1,285 @@
+/**
+ * Hub side of the tunnel: the SSH server that agents log into over their WebSocket streams.
+ * It authenticates agents (user = cluster, password = join token), records the endpoints each agent
+ * publishes with streamlocal forwarding, opens channels to those endpoints, and runs the control stream.
+ * It knows nothing about Kubernetes.
+ * @module
+ */
+
+import type { Duplex } from "node:stream";
+// @ts-types="@types/ssh2"
+import ssh2 from "ssh2";
+import type { Logger } from "../log/log.ts";
+import { isEndpointName } from "../config/mod.ts";
+import { sshAlgorithms } from "./ssh_algorithms.ts";
+import { type ControlMessage, ControlStream, controlSubsystem } from "./control_stream.ts";
+import type { TunnelStream } from "./websocket_stream.ts";
+
+/** Settings of the hub's SSH server. */
+export interface SshHubOptions {
+  /** The hub's host key, OpenSSH private key text. */
+  hostKey: string;
+  /** Decides whether `token` admits an agent of `cluster`; must take the same time whatever the answer. */
+  authenticate(cluster: string, token: string, remoteAddress: string): Promise<boolean>;
+  /** Called once per agent session after authentication. */
+  onAgent(agent: AgentConnection): void;
+  /** An unauthenticated connection is closed after this long. */
+  handshakeTimeoutMs: number;
+  /** Keepalive interval; a silent agent is dropped after 3 intervals. */
+  keepaliveMs: number;
+  /** Version string sent in the hub's hello. */
+  version: string;
+  log: Logger;
+}
+
+let nextId = 0;
+
+/** One authenticated agent session: its published endpoints, channels, and liveness. */
+export class AgentConnection {
+  /** Unique id within this hub process, e.g. `cluster-a#12`. */
+  readonly id: string;
+  /** Cluster the agent logged in as. */
+  readonly cluster: string;
+  readonly remoteAddress: string;
+  readonly since = new Date();
+  /** Endpoint names the agent published. */
+  readonly endpoints = new Set<string>();
+  /** What the agent said about itself in its hello (empty until it arrives). */
+  hello: Record<string, unknown> = {};
+  /** Channels currently open. */
+  openChannels = 0;
+  /** The keepalive interval the agent asked for (its hello), else the hub's. */
+  keepaliveMs: number;
+  #control: ControlStream | undefined;
+  #closeHandlers = new Set<(reason: string) => void>();
+  #closed = false;
+  readonly #conn: ssh2.Connection;
+  readonly #tunnel: TunnelStream;
+  readonly #log: Logger;
+
+  constructor(
+    conn: ssh2.Connection,
+    tunnel: TunnelStream,
+    cluster: string,
+    keepaliveMs: number,
+    log: Logger,
+  ) {
+    this.#conn = conn;
+    this.#tunnel = tunnel;
+    this.cluster = cluster;
+    this.id = `${cluster}#${++nextId}`;
+    this.remoteAddress = tunnel.remoteAddress;
+    this.keepaliveMs = keepaliveMs;
+    this.#log = log.with({ agent: this.id });
+  }
+
+  /** Wire bytes received from and sent to this agent. */
+  bytes(): { read: number; written: number } {
+    return this.#tunnel.bytes();
+  }
+
+  /** True when the agent has been silent longer than 1.5 keepalive intervals. */
+  isLate(now = Date.now()): boolean {
+    return now - this.#tunnel.lastReceived() > this.keepaliveMs * 1.5;
+  }
+
+  /** Whether the session has ended. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /**
+   * Opens a channel to an endpoint the agent published. Rejects when it did not publish it, when the
+   * agent refuses (it could not dial its target), or when the session is gone.
+   */
+  openChannel(endpoint: string): Promise<Duplex> {
+    if (this.#closed) return Promise.reject(new Error(`agent ${this.id} is disconnected`));
+    if (!this.endpoints.has(endpoint)) {
+      return Promise.reject(new Error(`agent ${this.id} does not publish endpoint '${endpoint}'`));
+    }
+    this.openChannels++;
+    return new Promise((resolve, reject) => {
+      this.#conn.openssh_forwardOutStreamLocal(endpoint, (err, channel) => {
+        if (err) {
+          this.openChannels--;
+          reject(new Error(`agent ${this.id} refused a channel to '${endpoint}': ${err.message}`));
+          return;
+        }
+        channel.once("close", () => this.openChannels--);
+        resolve(channel);
+      });
+    });
+  }
+
+  /** Sends a control message to the agent; false when the control stream is not up. */
+  send(msg: ControlMessage): boolean {
+    return this.#control?.send(msg) ?? false;
+  }
+
+  /** Ends the session. */
+  close(reason: string): void {
+    if (this.#closed) return;
+    this.#log.info("agent session closing", { reason });
+    this.#conn.end();
+    // A peer that does not answer the disconnect must not keep the socket.
+    setTimeout(() => this.#tunnel.ws.terminate(), 1000).unref?.();
+    this.#markClosed(reason);
+  }
+
+  /** Registers a handler for the end of the session. */
+  onClose(handler: (reason: string) => void): void {
+    if (this.#closed) handler("closed");
+    else this.#closeHandlers.add(handler);
+  }
+
+  /** @internal wiring done by SshHub */
+  _attachControl(control: ControlStream): void {
+    this.#control?.close();
+    this.#control = control;
+  }
+
+  /** @internal */
+  _markClosed(reason: string): void {
+    this.#markClosed(reason);
+  }
+
+  #markClosed(reason: string): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const h of this.#closeHandlers) h(reason);
+    this.#closeHandlers.clear();
+  }
+}
+
+/** The hub's SSH server; feed it tunnel streams with {@link SshHub.accept}. */
+export class SshHub {
+  readonly #server: ssh2.Server;
+  readonly #opts: SshHubOptions;
+  /** Streams injected into ssh2 whose SSH header has not arrived yet, by peer address. */
+  readonly #pending = new Map<string, { tunnel: TunnelStream; timer: ReturnType<typeof setTimeout> }>();
+
+  constructor(opts: SshHubOptions) {
+    this.#opts = opts;
+    this.#server = new ssh2.Server({
+      hostKeys: [opts.hostKey],
+      algorithms: sshAlgorithms(),
+      ident: "OpenSSH_9.9 tower",
+      keepaliveInterval: opts.keepaliveMs,
+      keepaliveCountMax: 2,
+    }, (conn, info) => this.#onConnection(conn, info));
+    this.#server.on("error", (e: Error) => opts.log.warn("ssh server error", { error: e }));
+  }
+
+  /** Runs SSH over a freshly accepted tunnel stream; closes it if it does not authenticate in time. */
+  accept(tunnel: TunnelStream): void {
+    const key = `${tunnel.remoteAddress}|${tunnel.remotePort}`;
+    const timer = setTimeout(() => {
+      this.#opts.log.warn("tunnel closed before authentication", {
+        remote: tunnel.remoteAddress,
+        reason: "handshake timeout",
+      });
+      tunnel.ws.terminate();
+    }, this.#opts.handshakeTimeoutMs);
+    this.#pending.set(key, { tunnel, timer });
+    tunnel.ws.once("close", () => {
+      clearTimeout(timer);
+      if (this.#pending.get(key)?.tunnel === tunnel) this.#pending.delete(key);
+    });
+    this.#server.injectSocket(tunnel.stream as unknown as import("node:net").Socket);
+  }
+
+  #onConnection(conn: ssh2.Connection, info: ssh2.ClientInfo): void {
+    const key = `${info.ip}|${info.port}`;
+    const pending = this.#pending.get(key);
+    const log = this.#opts.log.with({ remote: info.ip });
+    if (!pending) {
+      conn.end();
+      return;
+    }
+    this.#pending.delete(key);
+    const { tunnel, timer } = pending;
+    let agent: AgentConnection | undefined;
+    let cluster = "";
+    conn.on("error", (e: Error) => log.debug("agent connection error", { error: e }));
+    conn.on("authentication", (ctx) => {
+      if (ctx.method !== "password") {
+        ctx.reject(["password"]);
+        return;
+      }
+      cluster = ctx.username;
+      this.#opts.authenticate(ctx.username, ctx.password, info.ip).then((ok) => {
+        if (ok) {
+          ctx.accept();
+          return;
+        }
+        ctx.reject([]);
+        // One try per connection: the agent reconnects with backoff, the throttle slows a guesser.
+        setTimeout(() => conn.end(), 50);
+      }, (e) => {
+        log.error("agent authentication failed with an error", { error: e });
+        ctx.reject([]);
+        conn.end();
+      });
+    });
+    conn.on("ready", () => {
+      clearTimeout(timer);
+      agent = new AgentConnection(conn, tunnel, cluster, this.#opts.keepaliveMs, this.#opts.log);
+      const a = agent;
+      conn.on("request", (accept, reject, name, data) => this.#onRequest(a, accept, reject, name, data));
+      conn.on("session", (acceptSession) => {
+        const session = acceptSession();
+        session.on("subsystem", (accept, reject, sub) => {
+          if (sub.name !== controlSubsystem) {
+            reject?.();
+            return;
+          }
+          const control = new ControlStream(accept());
+          a._attachControl(control);
+          control.onMessage((msg) => this.#onControl(a, msg));
+        });
+        // Nothing but the control subsystem is served.
+        for (const kind of ["exec", "shell", "pty", "env", "x11", "auth-agent"] as const) {
+          session.on(kind, (_accept: unknown, reject?: () => void) => reject?.());
+        }
+      });
+      conn.on("tcpip", (_accept, reject) => reject());
+      conn.on("openssh.streamlocal", (_accept, reject) => reject());
+      this.#opts.onAgent(a);
+    });
+    conn.on("close", () => agent?._markClosed("connection closed"));
+  }
+
+  #onRequest(
+    agent: AgentConnection,
+    accept: ((port?: number) => void) | undefined,
+    reject: (() => void) | undefined,
+    name: string,
+    data: unknown,
+  ): void {
+    const socketPath = (data as { socketPath?: unknown }).socketPath;
+    if (
+      name === "streamlocal-forward@openssh.com" && typeof socketPath === "string" &&
+      isEndpointName(socketPath)
+    ) {
+      agent.endpoints.add(socketPath);
+      accept?.();
+      return;
+    }
+    if (name === "cancel-streamlocal-forward@openssh.com" && typeof socketPath === "string") {
+      agent.endpoints.delete(socketPath);
+      accept?.();
+      return;
+    }
+    this.#opts.log.warn("agent request refused", { agent: agent.id, request: name });
+    reject?.();
+  }
+
+  #onControl(agent: AgentConnection, msg: ControlMessage): void {
+    if (msg.type === "hello") {
+      agent.hello = msg;
+      const ka = Number(msg.keepaliveMs);
+      if (Number.isFinite(ka) && ka >= 100) agent.keepaliveMs = ka;
+      agent.send({ type: "hello", version: this.#opts.version });
+    }
+  }
+}

@@ -1,0 +1,23 @@
+/** The tunnel: WebSocket byte stream, SSH sessions on both sides, endpoints, control stream. @module */
+export {
+  type AgentSshOptions,
+  AuthRefusedError,
+  connectHub,
+  type Endpoint,
+  HostKeyMismatchError,
+  HubSession,
+} from "./agent_ssh.ts";
+export { AgentConnection, SshHub, type SshHubOptions } from "./hub_ssh.ts";
+export { Backoff, type BackoffOptions } from "./backoff.ts";
+export { type ControlMessage, ControlStream } from "./control_stream.ts";
+export { checkFingerprint, fingerprintOfBlob, fingerprintOfKey } from "./fingerprint.ts";
+export { bypassesProxy, dialTcp, type ProxyEnv, proxyFor, redactUrl } from "./proxy_dial.ts";
+export { splice, type SpliceStats } from "./splice.ts";
+export { cipherOrder, sshAlgorithms } from "./ssh_algorithms.ts";
+export {
+  acceptTunnel,
+  type DialOptions,
+  dialTunnel,
+  type TunnelStream,
+  tunnelWebSocketServer,
+} from "./websocket_stream.ts";

@@ -1,0 +1,135 @@
+/**
+ * The WebSocket byte stream the SSH session runs over, on both ends (`npm:ws`: Deno's built-in client
+ * leaves Nagle on, which costs ~40 ms per small message).
+ * @module
+ */
+
+import type { IncomingMessage } from "node:http";
+import type { Duplex } from "node:stream";
+import net from "node:net";
+import tls from "node:tls";
+import { Buffer } from "node:buffer";
+// @ts-types="@types/ws"
+import { createWebSocketStream, WebSocket, WebSocketServer } from "ws";
+import { dialTcp } from "./proxy_dial.ts";
+
+/** WebSocket subprotocol spoken on the tunnel path. */
+export const tunnelSubprotocol = "tower-tunnel.v1";
+
+/** Largest WebSocket message accepted; SSH packets are far smaller, this only bounds garbage. */
+const maxMessageBytes = 4 << 20;
+
+/** One tunnel transport: the byte stream for SSH plus the facts about its peer. */
+export interface TunnelStream {
+  /** Bytes to and from the peer. */
+  stream: Duplex;
+  /** The WebSocket underneath (for closing and liveness). */
+  ws: WebSocket;
+  /** The peer's IP address. */
+  remoteAddress: string;
+  /** The peer's port. */
+  remotePort: number;
+  /** Wire bytes received and sent so far (TLS/WebSocket framing included). */
+  bytes(): { read: number; written: number };
+  /** Time of the last message received, in ms since the epoch. */
+  lastReceived(): number;
+}
+
+function toTunnelStream(ws: WebSocket, socket: net.Socket): TunnelStream {
+  let lastReceived = Date.now();
+  ws.on("message", () => void (lastReceived = Date.now()));
+  const stream = createWebSocketStream(ws, { allowHalfOpen: false });
+  // ssh2 reads the peer address from its socket; this stream stands in for one.
+  Object.assign(stream, { remoteAddress: socket.remoteAddress, remotePort: socket.remotePort });
+  stream.on("error", () => ws.terminate());
+  return {
+    stream,
+    ws,
+    remoteAddress: socket.remoteAddress ?? "unknown",
+    remotePort: socket.remotePort ?? 0,
+    bytes: () => ({ read: socket.bytesRead, written: socket.bytesWritten }),
+    lastReceived: () => lastReceived,
+  };
+}
+
+/** Hub side: a WebSocket server (no listener of its own) for the front door's tunnel path. */
+export function tunnelWebSocketServer(): WebSocketServer {
+  return new WebSocketServer({
+    noServer: true,
+    perMessageDeflate: false,
+    maxPayload: maxMessageBytes,
+    handleProtocols: (offered) => offered.has(tunnelSubprotocol) ? tunnelSubprotocol : false,
+  });
+}
+
+/** Hub side: completes an upgrade on the tunnel path and returns the stream. */
+export function acceptTunnel(
+  wss: WebSocketServer,
+  req: IncomingMessage,
+  socket: Duplex,
+  head: Uint8Array,
+): Promise<TunnelStream> {
+  const raw = socket as net.Socket;
+  raw.setNoDelay?.(true);
+  return new Promise((resolve) => {
+    wss.handleUpgrade(req, socket, Buffer.from(head), (ws) => resolve(toTunnelStream(ws, raw)));
+  });
+}
+
+/** Agent side: how to reach the hub. */
+export interface DialOptions {
+  /** PEM CA bundle trusted for `wss://` (the hub's own CA); system roots are not used. */
+  ca?: string | undefined;
+  /** HTTP CONNECT proxy to go through. */
+  proxy?: URL | undefined;
+  /** Give up after this long. */
+  timeoutMs?: number;
+}
+
+/** Agent side: dials the hub's tunnel URL (`ws://` or `wss://`), through a proxy when given. */
+export async function dialTunnel(url: URL, opts: DialOptions): Promise<TunnelStream> {
+  const secure = url.protocol === "wss:";
+  const host = url.hostname.replace(/^\[|\]$/g, "");
+  const port = Number(url.port || (secure ? 443 : 80));
+  const timeoutMs = opts.timeoutMs ?? 15_000;
+  const tcp = await dialTcp(host, port, opts.proxy, timeoutMs);
+  let socket: net.Socket = tcp;
+  if (secure) {
+    socket = await new Promise<tls.TLSSocket>((resolve, reject) => {
+      const t = tls.connect({
+        socket: tcp,
+        servername: net.isIP(host) ? undefined : host,
+        ca: opts.ca,
+        ALPNProtocols: ["http/1.1"],
+      });
+      t.once("secureConnect", () => {
+        t.off("error", reject);
+        resolve(t);
+      });
+      t.once("error", (e) => {
+        tcp.destroy();
+        reject(e);
+      });
+    });
+  }
+  return await new Promise<TunnelStream>((resolve, reject) => {
+    const ws = new WebSocket(url, [tunnelSubprotocol], {
+      createConnection: () => socket,
+      perMessageDeflate: false,
+      maxPayload: maxMessageBytes,
+      handshakeTimeout: timeoutMs,
+    });
+    ws.once("open", () => {
+      ws.off("error", reject);
+      resolve(toTunnelStream(ws, tcp));
+    });
+    ws.once("error", (e) => {
+      socket.destroy();
+      reject(e);
+    });
+    ws.once("unexpected-response", (_req, res) => {
+      socket.destroy();
+      reject(new Error(`hub answered the tunnel upgrade with HTTP ${res.statusCode}`));
+    });
+  });
+}
