@@ -48,6 +48,7 @@ serve flags:
   --name NAME          extra DNS name or IP for the generated serving certificate (repeatable)
   --forward [HOST:]PORT=CLUSTER/ENDPOINT   expose an agent-published endpoint as a TCP port (repeatable)
   --keepalive DURATION agent keepalive interval; a silent agent is dropped after 3 (default 10s)
+  --login-timeout DURATION  a tunnel that has not logged in by then is closed (default 20s)
   --log-level LEVEL    debug, info, warn, error (default info)
 `;
 
@@ -81,6 +82,7 @@ async function serve(args: string[]): Promise<void> {
     name: { type: "string", multiple: true, default: [] },
     forward: { type: "string", multiple: true, default: [] },
     keepalive: { type: "string", default: "10s" },
+    "login-timeout": { type: "string", default: "20s" },
     "log-level": { type: "string", default: "info" },
   });
   const level = String(values["log-level"]);
@@ -107,7 +109,7 @@ async function serve(args: string[]): Promise<void> {
       : { mode: "self-signed", names: values.name as string[] },
     forwards: (values.forward as string[]).map(parseForward),
     keepaliveMs: parseDuration(String(values.keepalive), "--keepalive"),
-    handshakeTimeoutMs: 20_000,
+    handshakeTimeoutMs: parseDuration(String(values["login-timeout"]), "--login-timeout"),
     log,
   });
   log.info("hub listening", {

@@ -1,41 +1,13 @@
 /**
- * The Kubernetes manifest `cluster add` prints: the agent's namespace, ServiceAccount, least-privilege
- * RBAC (impersonation, and what the LoadBalancer controller reads and writes), a Secret with the join
- * token and hub CA, and the Deployment. The RBAC objects are also kept in deploy/agent/rbac.yaml, which
- * the test harness applies; a test keeps the two the same.
+ * The Kubernetes manifest `cluster add` prints. It is made of the very files in deploy/agent/ (which
+ * the test harness applies to real clusters): rbac.yaml as is, deployment.yaml with its ConfigMap
+ * filled in, plus a Secret with the join token and the hub CA.
  * @module
  */
 
 import YAML from "yaml";
-
-/** The agent's namespace, ServiceAccount and RBAC, as plain objects. */
-export function agentRbacObjects(): Record<string, unknown>[] {
-  const ns = "tower-system";
-  return [
-    { apiVersion: "v1", kind: "Namespace", metadata: { name: ns } },
-    { apiVersion: "v1", kind: "ServiceAccount", metadata: { name: "tower-agent", namespace: ns } },
-    {
-      apiVersion: "rbac.authorization.k8s.io/v1",
-      kind: "ClusterRole",
-      metadata: { name: "tower-agent" },
-      rules: [
-        { apiGroups: [""], resources: ["users", "groups", "serviceaccounts"], verbs: ["impersonate"] },
-        { apiGroups: ["authentication.k8s.io"], resources: ["userextras", "uids"], verbs: ["impersonate"] },
-        { apiGroups: [""], resources: ["services"], verbs: ["get", "list", "watch"] },
-        { apiGroups: [""], resources: ["services/status"], verbs: ["update", "patch"] },
-        { apiGroups: ["discovery.k8s.io"], resources: ["endpointslices"], verbs: ["get", "list", "watch"] },
-        { apiGroups: ["", "events.k8s.io"], resources: ["events"], verbs: ["create", "patch"] },
-      ],
-    },
-    {
-      apiVersion: "rbac.authorization.k8s.io/v1",
-      kind: "ClusterRoleBinding",
-      metadata: { name: "tower-agent" },
-      roleRef: { apiGroup: "rbac.authorization.k8s.io", kind: "ClusterRole", name: "tower-agent" },
-      subjects: [{ kind: "ServiceAccount", name: "tower-agent", namespace: ns }],
-    },
-  ];
-}
+import rbacYaml from "../../deploy/agent/rbac.yaml" with { type: "text" };
+import deploymentYaml from "../../deploy/agent/deployment.yaml" with { type: "text" };
 
 /** What the agent of one cluster needs to know. */
 export interface AgentManifestInput {
@@ -44,52 +16,36 @@ export interface AgentManifestInput {
   fingerprint: string;
   token: string;
   caPem: string;
-  image?: string;
+}
+
+/** The agent's namespace, ServiceAccount and RBAC objects from deploy/agent/rbac.yaml. */
+export function agentRbacObjects(): Record<string, unknown>[] {
+  return YAML.parseAllDocuments(rbacYaml).map((d) => d.toJSON());
 }
 
 /** The complete multi-document YAML for one cluster's agent. */
 export function agentManifest(input: AgentManifestInput): string {
-  const ns = "tower-system";
+  const docs = YAML.parseAllDocuments(deploymentYaml).map((d) => d.toJSON() as Record<string, unknown>);
+  for (const doc of docs) {
+    if (doc.kind === "ConfigMap") {
+      doc.data = {
+        TOWER_HUB_URL: input.hubUrl,
+        TOWER_CLUSTER: input.cluster,
+        TOWER_HUB_FINGERPRINT: input.fingerprint,
+      };
+    }
+  }
   const secret = {
     apiVersion: "v1",
     kind: "Secret",
-    metadata: { name: "tower-agent", namespace: ns },
+    metadata: {
+      name: "tower-agent",
+      namespace: "tower-system",
+      labels: { "app.kubernetes.io/name": "tower-agent" },
+    },
     type: "Opaque",
     stringData: { token: input.token, "hub-ca.crt": input.caPem },
   };
-  const deployment = {
-    apiVersion: "apps/v1",
-    kind: "Deployment",
-    metadata: { name: "tower-agent", namespace: ns, labels: { app: "tower-agent" } },
-    spec: {
-      replicas: 2,
-      selector: { matchLabels: { app: "tower-agent" } },
-      template: {
-        metadata: { labels: { app: "tower-agent" } },
-        spec: {
-          serviceAccountName: "tower-agent",
-          containers: [{
-            name: "agent",
-            image: input.image ?? "ghcr.io/tower-dev/tower-agent:latest",
-            args: [
-              `--hub=${input.hubUrl}`,
-              `--cluster=${input.cluster}`,
-              `--hub-fingerprint=${input.fingerprint}`,
-              "--token-file=/etc/tower/token",
-              "--ca-file=/etc/tower/hub-ca.crt",
-            ],
-            volumeMounts: [{ name: "tower", mountPath: "/etc/tower", readOnly: true }],
-            resources: { requests: { cpu: "50m", memory: "64Mi" }, limits: { memory: "256Mi" } },
-            securityContext: {
-              allowPrivilegeEscalation: false,
-              readOnlyRootFilesystem: true,
-              runAsNonRoot: true,
-            },
-          }],
-          volumes: [{ name: "tower", secret: { secretName: "tower-agent", defaultMode: 0o400 } }],
-        },
-      },
-    },
-  };
-  return [...agentRbacObjects(), secret, deployment].map((o) => YAML.stringify(o)).join("---\n");
+  return [rbacYaml.trimEnd(), ...[secret, ...docs].map((o) => YAML.stringify(o).trimEnd())].join("\n---\n") +
+    "\n";
 }

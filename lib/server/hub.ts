@@ -11,7 +11,7 @@ import { acceptTunnel, SshHub, tunnelWebSocketServer } from "../tunnel/mod.ts";
 import { ClusterSessions } from "./cluster_sessions.ts";
 import { agentAuthenticator } from "./agent_auth.ts";
 import { dataPaths, loadCa, loadHostKey, loadServingCert, openDataDir } from "./data_dir.ts";
-import { type FrontDoor, refuseUpgrade, startFrontDoor } from "./front_door.ts";
+import { answer, type FrontDoor, refuseUpgrade, startFrontDoor } from "./front_door.ts";
 import { type ForwardListener, type ForwardRule, startForward } from "./tcp_forward.ts";
 
 /** Tower's version, reported in hellos and `/version`-like places. */
@@ -85,6 +85,11 @@ export async function startHub(config: HubConfig): Promise<Hub> {
     ready: () => !closing,
     log,
   });
+  frontDoor.route((req, res) => {
+    if ((req.url ?? "").split("?")[0] !== "/tunnel") return false;
+    answer(res, 426, "the tunnel path takes WebSocket upgrades only");
+    return true;
+  });
   frontDoor.upgrade((req, socket, head) => {
     if ((req.url ?? "").split("?")[0] !== "/tunnel") return false;
     if ((req.headers.upgrade ?? "").toLowerCase() !== "websocket") {
@@ -119,8 +124,8 @@ export async function startHub(config: HubConfig): Promise<Hub> {
   sessions.onChange(() => void (statusDirty = true));
   let statusTicks = 0;
   const writeStatus = async () => {
-    // Rewritten on change, and every 5 s anyway so readers can tell a live hub from a dead one.
-    if (!statusDirty && ++statusTicks < 5) return;
+    // Rewritten within 250 ms of a change, and every 5 s anyway so readers can tell a live hub from a dead one.
+    if (!statusDirty && ++statusTicks < 20) return;
     statusDirty = false;
     statusTicks = 0;
     const body = JSON.stringify({
@@ -133,7 +138,7 @@ export async function startHub(config: HubConfig): Promise<Hub> {
       log.warn("status file not written", { error: e })
     );
   };
-  const statusTimer = setInterval(writeStatus, 1000);
+  const statusTimer = setInterval(writeStatus, 250);
   await writeStatus();
 
   const forwards: ForwardListener[] = [];

@@ -155,12 +155,16 @@ export function connectHub(tunnel: TunnelStream, opts: AgentSshOptions): Promise
         reject(new AuthRefusedError(`hub refused cluster '${opts.cluster}' with the given token`));
       } else reject(e);
     };
+    const closedDuringLogin = () => fail(lastError ?? new Error("hub closed the connection during login"));
     client.once("error", fail);
-    client.once("close", () => fail(lastError ?? new Error("hub closed the connection during login")));
+    client.once("close", closedDuringLogin);
     client.once("ready", () => {
       client.off("error", fail);
-      client.removeAllListeners("close");
+      // Only this listener: the one behind `closed` must stay, or the agent never notices a hang-up.
+      client.off("close", closedDuringLogin);
       client.once("close", () => tunnel.ws.terminate());
+      // After login every error ends the session; a silent hub (keepalive timeout) would never close it.
+      client.on("error", () => tunnel.ws.terminate());
       const session = new HubSession(client, opts.log, closed);
       client.subsys(controlSubsystem, (err, channel) => {
         if (err) {

@@ -200,7 +200,12 @@ export class SshHub {
     const { tunnel, timer } = pending;
     let agent: AgentConnection | undefined;
     let cluster = "";
-    conn.on("error", (e: Error) => log.debug("agent connection error", { error: e }));
+    conn.on("error", (e: Error & { level?: string }) => {
+      log.debug("agent connection error", { error: e, level: e.level });
+      // A keepalive timeout means the peer is gone or frozen: it will not answer a polite close.
+      if (agent) agent.close(e.level === "client-timeout" ? "keepalive timeout" : e.message);
+      else tunnel.ws.terminate();
+    });
     conn.on("authentication", (ctx) => {
       if (ctx.method !== "password") {
         ctx.reject(["password"]);

@@ -35,13 +35,16 @@ export function splice(a: Duplex, b: Duplex, onDone?: (stats: SpliceStats) => vo
   };
   const wire = (from: Duplex, to: Duplex, count: (n: number) => void) => {
     from.on("data", (chunk: Uint8Array) => count(chunk.length));
-    from.once("end", () => {
+    const onEnd = () => {
       state.get(from)!.readEnded = true;
       halfClose(to, () => {
         state.get(to)!.writeDone = true;
         if (state.get(a)!.writeDone && state.get(b)!.writeDone) finish();
       });
-    });
+    };
+    // A peer that sent nothing and hung up before the splice began has already emitted 'end'.
+    if (from.readableEnded) queueMicrotask(onEnd);
+    else from.once("end", onEnd);
     from.once("error", (e: Error) => finish(e));
     // A close before both halves completed is an abort: nothing more can cross.
     from.once("close", () => {

@@ -1,0 +1,250 @@
+/**
+ * Test helpers that run Tower's two entrypoints as real processes with their permission sets, the way
+ * an operator would, and read their JSON log lines.
+ * @module
+ */
+
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+/** Repo root. */
+export const repoRoot: string = fileURLToPath(new URL("../../", import.meta.url));
+
+/** A fresh data dir under /tmp/tower (the only scratch place the permission sets allow). */
+export async function scratchDir(prefix: string): Promise<string> {
+  await Deno.mkdir("/tmp/tower", { recursive: true });
+  return await Deno.makeTempDir({ dir: "/tmp/tower", prefix: `${prefix}-` });
+}
+
+/** A JSON log line. */
+export type LogLine = Record<string, unknown> & { msg: string };
+
+/** A spawned entrypoint whose stderr log lines are collected. */
+export class TowerProcess {
+  readonly child: Deno.ChildProcess;
+  readonly lines: LogLine[] = [];
+  readonly stdout: string[] = [];
+  readonly name: string;
+  #waiters = new Set<() => void>();
+  readonly exited: Promise<Deno.CommandStatus>;
+  #pumps: Promise<void>[];
+
+  constructor(name: string, args: string[], env: Record<string, string> = {}) {
+    this.name = name;
+    this.child = new Deno.Command(Deno.execPath(), {
+      args,
+      cwd: repoRoot,
+      env: { NO_COLOR: "1", ...env },
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    this.exited = this.child.status;
+    this.#pumps = [
+      this.#pump(this.child.stderr, (line) => {
+        // deno-lint-ignore no-console
+        if (Deno.env.get("TOWER_TEST_VERBOSE")) console.error(`[${this.name}] ${line}`);
+        if (!line.startsWith("{")) {
+          this.lines.push({ msg: "(text)", text: line });
+          return;
+        }
+        try {
+          this.lines.push(JSON.parse(line));
+        } catch {
+          this.lines.push({ msg: "(text)", text: line });
+        }
+      }),
+      this.#pump(this.child.stdout, (line) => void this.stdout.push(line)),
+    ];
+  }
+
+  async #pump(stream: ReadableStream<Uint8Array>, onLine: (line: string) => void): Promise<void> {
+    let buf = "";
+    for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
+      buf += chunk;
+      let nl: number;
+      while ((nl = buf.indexOf("\n")) >= 0) {
+        onLine(buf.slice(0, nl));
+        buf = buf.slice(nl + 1);
+        for (const w of this.#waiters) w();
+      }
+    }
+    if (buf) onLine(buf);
+    for (const w of this.#waiters) w();
+  }
+
+  /** Waits for a log line matching `pred` (seen from line `from` on). */
+  waitFor(pred: (l: LogLine) => boolean, what: string, timeoutMs = 20_000, from = 0): Promise<LogLine> {
+    return new Promise((resolve, reject) => {
+      const check = () => {
+        const hit = this.lines.slice(from).find(pred);
+        if (hit) {
+          cleanup();
+          resolve(hit);
+        }
+      };
+      const timer = setTimeout(() => {
+        cleanup();
+        reject(new Error(`${this.name}: no '${what}' within ${timeoutMs} ms; log:\n${this.dump()}`));
+      }, timeoutMs);
+      const cleanup = () => {
+        clearTimeout(timer);
+        this.#waiters.delete(check);
+      };
+      this.#waiters.add(check);
+      check();
+    });
+  }
+
+  /** Waits for a line with `msg` (from line `from` on). */
+  waitForMsg(msg: string, timeoutMs = 20_000, from = 0): Promise<LogLine> {
+    return this.waitFor((l) => l.msg === msg, msg, timeoutMs, from);
+  }
+
+  /** Lines with `msg`. */
+  count(msg: string): number {
+    return this.lines.filter((l) => l.msg === msg).length;
+  }
+
+  /** All log lines, for failure messages. */
+  dump(): string {
+    return this.lines.map((l) => JSON.stringify(l)).join("\n");
+  }
+
+  /** Sends a signal (ignoring a process that is already gone). */
+  signal(sig: Deno.Signal): void {
+    try {
+      this.child.kill(sig);
+    } catch {
+      // already exited
+    }
+  }
+
+  /** Stops the process and waits for it and its pipes. */
+  async stop(sig: Deno.Signal = "SIGTERM"): Promise<Deno.CommandStatus> {
+    this.signal(sig);
+    const killer = setTimeout(() => this.signal("SIGKILL"), 5000);
+    const status = await this.exited;
+    clearTimeout(killer);
+    await Promise.all(this.#pumps);
+    return status;
+  }
+}
+
+/** Runs `main_server.ts` once (admin commands) and returns its output. */
+export async function serverCommand(
+  args: string[],
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-P=server", "--no-prompt", "main_server.ts", ...args],
+    cwd: repoRoot,
+    env: { NO_COLOR: "1" },
+    stdin: "null",
+  }).output();
+  const dec = new TextDecoder();
+  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+}
+
+/** What `cluster add` printed, parsed. */
+export interface AddedCluster {
+  name: string;
+  token: string;
+  fingerprint: string;
+  caFile: string;
+  output: string;
+}
+
+/** Adds a cluster with the admin command and returns its token and the hub facts it printed. */
+export async function addCluster(dataDir: string, name: string, hubUrl?: string): Promise<AddedCluster> {
+  const args = ["cluster", "add", name, "--data-dir", dataDir, ...(hubUrl ? ["--hub-url", hubUrl] : [])];
+  const r = await serverCommand(args);
+  if (r.code !== 0) throw new Error(`cluster add ${name} failed: ${r.stderr}`);
+  return { name, ...parseIssued(r.stdout), output: r.stdout };
+}
+
+/** Extracts token, fingerprint and CA path from `cluster add` / `rotate-token` output. */
+export function parseIssued(stdout: string): { token: string; fingerprint: string; caFile: string } {
+  const token = /^\s+(tower_[A-Za-z0-9_-]{43})$/m.exec(stdout)?.[1];
+  const fingerprint = /fingerprint: (SHA256:\S+)/.exec(stdout)?.[1];
+  const caFile = /CA: (\S+)/.exec(stdout)?.[1];
+  if (!token || !fingerprint || !caFile) throw new Error(`unexpected cluster add output:\n${stdout}`);
+  return { token, fingerprint, caFile };
+}
+
+/** Options for {@link startHub}. */
+export interface HubProcessOptions {
+  dataDir: string;
+  /** Extra `serve` flags. */
+  args?: string[];
+  /** Fixed port (default: any free one). */
+  port?: number;
+  plain?: boolean;
+}
+
+/** A hub process with its bound port. */
+export interface HubProcess extends TowerProcess {
+  port: number;
+  url: string;
+  dataDir: string;
+}
+
+/** Starts `main_server.ts serve` and waits until it listens. */
+export async function startHub(opts: HubProcessOptions): Promise<HubProcess> {
+  const p = new TowerProcess("hub", [
+    "run",
+    "-P=server",
+    "--no-prompt",
+    "main_server.ts",
+    "serve",
+    "--data-dir",
+    opts.dataDir,
+    "--listen",
+    `127.0.0.1:${opts.port ?? 0}`,
+    ...(opts.plain ? ["--plain-http"] : []),
+    ...(opts.args ?? []),
+  ]);
+  const line = await p.waitForMsg("hub listening");
+  const port = Number(String(line.listen).split(":").pop());
+  return Object.assign(p, {
+    port,
+    url: `${opts.plain ? "ws" : "wss"}://127.0.0.1:${port}/tunnel`,
+    dataDir: opts.dataDir,
+  });
+}
+
+/** Options for {@link startAgent}. */
+export interface AgentProcessOptions {
+  hubUrl: string;
+  cluster: string;
+  token: string;
+  fingerprint: string;
+  caFile?: string;
+  publish?: string[];
+  args?: string[];
+  env?: Record<string, string>;
+  name?: string;
+}
+
+/** Starts `main_agent.ts` (does not wait for it to connect). */
+export function startAgent(opts: AgentProcessOptions): TowerProcess {
+  return new TowerProcess(opts.name ?? `agent-${opts.cluster}`, [
+    "run",
+    "-P=agent",
+    "--no-prompt",
+    "main_agent.ts",
+    "--hub",
+    opts.hubUrl,
+    "--cluster",
+    opts.cluster,
+    "--hub-fingerprint",
+    opts.fingerprint,
+    ...(opts.caFile ? ["--ca-file", opts.caFile] : []),
+    ...(opts.publish ?? []).flatMap((p) => ["--publish", p]),
+    ...(opts.args ?? []),
+  ], { TOWER_TOKEN: opts.token, ...opts.env });
+}
+
+/** Path of a file inside a data dir. */
+export function inDataDir(dataDir: string, file: string): string {
+  return join(dataDir, file);
+}
