@@ -5,6 +5,9 @@
  *   main_server.ts fingerprint
  *   main_server.ts cluster add NAME [--hub-url wss://HOST:PORT/tunnel]
  *   main_server.ts cluster list | remove NAME | rotate-token NAME
+ *   main_server.ts user add NAME [--group G]… [--token] | user list | user remove NAME
+ *   main_server.ts access allow [--user U]… [--group G]… --clusters GLOB | access list
+ *   main_server.ts kubeconfig --user NAME
  * @module
  */
 // deno-lint-ignore-file no-console
@@ -19,13 +22,18 @@ import {
 import { logger, setLogLevel } from "./lib/log/log.ts";
 import {
   addCluster,
+  addUser,
+  allowAccess,
   type IssuedToken,
   listClusters,
   loadHostKey,
   parseForward,
+  readRegistry,
   removeCluster,
+  removeUser,
   rotateToken,
   startHub,
+  userKubeconfig,
 } from "./lib/server/mod.ts";
 
 const usage = `Tower hub
@@ -33,10 +41,15 @@ const usage = `Tower hub
 Usage:
   main_server.ts serve [flags]               run the hub
   main_server.ts fingerprint                 print the hub's SSH host key fingerprint
-  main_server.ts cluster add NAME [--hub-url wss://HOST:PORT/tunnel]
+  main_server.ts cluster add NAME [--hub-url wss://HOST:PORT/tunnel] [--mode impersonate|passthrough] [--port P]
   main_server.ts cluster list
   main_server.ts cluster remove NAME
   main_server.ts cluster rotate-token NAME
+  main_server.ts user add NAME [--group G]… [--token]   add a hub user (--token: print a bearer token)
+  main_server.ts user list | remove NAME
+  main_server.ts access allow [--user U]… [--group G]… --clusters GLOB[,GLOB]
+  main_server.ts access list
+  main_server.ts kubeconfig --user NAME [--server https://HOST:PORT]   kubeconfig with a fresh client cert
 
 Common flags:
   --data-dir DIR       registry, keys and certificates (default: $TOWER_DATA_DIR or ./.tower)
@@ -49,6 +62,7 @@ serve flags:
   --forward [HOST:]PORT=CLUSTER/ENDPOINT   expose an agent-published endpoint as a TCP port (repeatable)
   --keepalive DURATION agent keepalive interval; a silent agent is dropped after 3 (default 10s)
   --login-timeout DURATION  a tunnel that has not logged in by then is closed (default 20s)
+  --audit-log FILE     one JSON line per proxied request; '-' for stdout (default)
   --log-level LEVEL    debug, info, warn, error (default info)
 `;
 
@@ -83,6 +97,7 @@ async function serve(args: string[]): Promise<void> {
     forward: { type: "string", multiple: true, default: [] },
     keepalive: { type: "string", default: "10s" },
     "login-timeout": { type: "string", default: "20s" },
+    "audit-log": { type: "string", default: "-" },
     "log-level": { type: "string", default: "info" },
   });
   const level = String(values["log-level"]);
@@ -109,6 +124,7 @@ async function serve(args: string[]): Promise<void> {
       : { mode: "self-signed", names: values.name as string[] },
     forwards: (values.forward as string[]).map(parseForward),
     keepaliveMs: parseDuration(String(values.keepalive), "--keepalive"),
+    auditLog: String(values["audit-log"]),
     handshakeTimeoutMs: parseDuration(String(values["login-timeout"]), "--login-timeout"),
     log,
   });
@@ -132,6 +148,8 @@ async function cluster(args: string[]): Promise<void> {
   const { values, positionals } = parseFlags(rest, {
     "data-dir": { type: "string" },
     "hub-url": { type: "string" },
+    mode: { type: "string" },
+    port: { type: "string" },
   });
   const dataDir = dataDirOf(values["data-dir"]);
   const name = positionals[0];
@@ -140,11 +158,22 @@ async function cluster(args: string[]): Promise<void> {
     return name;
   };
   switch (verb) {
-    case "add":
-      return printIssued(
-        await addCluster(dataDir, needName(), values["hub-url"] as string | undefined),
-        "Added cluster",
-      );
+    case "add": {
+      const mode = values.mode as string | undefined;
+      if (mode !== undefined && mode !== "impersonate" && mode !== "passthrough") {
+        throw new ConfigError(`--mode '${mode}' must be impersonate or passthrough`);
+      }
+      const port = values.port === undefined ? undefined : Number(values.port);
+      if (port !== undefined && !(Number.isInteger(port) && port > 0 && port < 65536)) {
+        throw new ConfigError(`--port '${values.port}' is not a TCP port`);
+      }
+      const issued = await addCluster(dataDir, needName(), {
+        hubUrl: values["hub-url"] as string | undefined,
+        mode,
+        port,
+      });
+      return printIssued(issued, "Added cluster");
+    }
     case "rotate-token":
       return printIssued(await rotateToken(dataDir, needName()), "New token for cluster");
     case "remove":
@@ -166,6 +195,89 @@ async function cluster(args: string[]): Promise<void> {
   }
 }
 
+async function user(args: string[]): Promise<void> {
+  const [verb, ...rest] = args;
+  const { values, positionals } = parseFlags(rest, {
+    "data-dir": { type: "string" },
+    group: { type: "string", multiple: true, default: [] },
+    token: { type: "boolean", default: false },
+    server: { type: "string" },
+  });
+  const dataDir = dataDirOf(values["data-dir"]);
+  const name = positionals[0];
+  const needName = () => {
+    if (!name || positionals.length > 1) throw new ConfigError(`user ${verb} takes exactly one NAME`);
+    return name;
+  };
+  switch (verb) {
+    case "add": {
+      const { token } = await addUser(dataDir, needName(), values.group as string[], values.token === true);
+      if (token) {
+        return console.log(
+          `Added user '${name}'.\n\nBearer token (shown once; the hub keeps only its hash):\n  ${token}`,
+        );
+      }
+      return console.log(
+        `Added user '${name}'. Give them access (access allow --user ${name} --clusters GLOB), then a kubeconfig ` +
+          `(kubeconfig --user ${name}).`,
+      );
+    }
+    case "remove":
+      await removeUser(dataDir, needName());
+      return console.log(`Removed user '${name}'; their token and certificates no longer work.`);
+    case "list": {
+      const data = await readRegistry(dataDir);
+      for (const u of data.users) {
+        console.log(
+          `${u.name}\tgroups=${u.groups.join(",") || "-"}\t${u.tokenHash ? "token" : "certificate"}`,
+        );
+      }
+      return;
+    }
+    default:
+      throw new ConfigError(`unknown user command '${verb ?? ""}' (add, list, remove)`);
+  }
+}
+
+async function access(args: string[]): Promise<void> {
+  const [verb, ...rest] = args;
+  const { values } = parseFlags(rest, {
+    "data-dir": { type: "string" },
+    user: { type: "string", multiple: true, default: [] },
+    group: { type: "string", multiple: true, default: [] },
+    clusters: { type: "string" },
+  });
+  const dataDir = dataDirOf(values["data-dir"]);
+  switch (verb) {
+    case "allow": {
+      const users = values.user as string[];
+      const groups = values.group as string[];
+      const clusters = String(values.clusters ?? "").split(",").map((c) => c.trim()).filter(Boolean);
+      await allowAccess(dataDir, {
+        clusters,
+        ...(users.length ? { users } : {}),
+        ...(groups.length ? { groups } : {}),
+      });
+      return console.log(
+        `Allowed ${[...users.map((u) => `user ${u}`), ...groups.map((g) => `group ${g}`)].join(", ")} on ${
+          clusters.join(", ")
+        }.`,
+      );
+    }
+    case "list":
+      for (const r of (await readRegistry(dataDir)).access) {
+        console.log(
+          `users=${r.users?.join(",") ?? "-"}\tgroups=${r.groups?.join(",") ?? "-"}\tclusters=${
+            r.clusters.join(",")
+          }`,
+        );
+      }
+      return;
+    default:
+      throw new ConfigError(`unknown access command '${verb ?? ""}' (allow, list)`);
+  }
+}
+
 async function main(argv: string[]): Promise<void> {
   const [command, ...rest] = argv;
   switch (command) {
@@ -177,6 +289,25 @@ async function main(argv: string[]): Promise<void> {
     }
     case "cluster":
       return await cluster(rest);
+    case "user":
+      return await user(rest);
+    case "access":
+      return await access(rest);
+    case "kubeconfig": {
+      const { values } = parseFlags(rest, {
+        "data-dir": { type: "string" },
+        user: { type: "string" },
+        server: { type: "string" },
+      });
+      if (!values.user) throw new ConfigError("kubeconfig needs --user NAME");
+      return console.log(
+        await userKubeconfig(
+          dataDirOf(values["data-dir"]),
+          String(values.user),
+          values.server as string | undefined,
+        ),
+      );
+    }
     case undefined:
     case "help":
     case "--help":

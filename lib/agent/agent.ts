@@ -20,6 +20,7 @@ import {
 } from "../tunnel/mod.ts";
 import type { AgentConfig } from "./agent_config.ts";
 import { tcpEndpoint } from "./endpoints.ts";
+import { kubeEndpoint } from "./kube_endpoint.ts";
 
 /** Agent version reported to the hub. */
 export const agentVersion = "0.1.0";
@@ -46,6 +47,10 @@ export function startAgent(
   const id = `${hostname()}-${crypto.randomUUID().slice(0, 8)}`;
   const endpoints = new Map<string, Endpoint>(extraEndpoints);
   for (const p of cfg.publish) endpoints.set(p.name, tcpEndpoint(p.host, p.port));
+  const kube = cfg.kubernetes
+    ? kubeEndpoint({ ...cfg.kubernetes, log: log.with({ endpoint: "kubernetes" }) })
+    : undefined;
+  if (kube) endpoints.set("kubernetes", kube);
   const backoff = new Backoff({ baseMs: 1000, capMs: cfg.backoffCapMs, resetAfterMs: 60_000 });
   let session: HubSession | undefined;
   let stopped = false;
@@ -74,7 +79,12 @@ export function startAgent(
           token: cfg.token,
           hubFingerprint: cfg.hubFingerprint,
           keepaliveMs: cfg.keepaliveMs,
-          hello: { version: agentVersion, agentId: id, endpoints: [...endpoints.keys()] },
+          hello: {
+            version: agentVersion,
+            agentId: id,
+            endpoints: [...endpoints.keys()],
+            authModes: cfg.kubernetes?.modes ?? [],
+          },
           log: alog,
         });
         session = s;
@@ -127,6 +137,7 @@ export function startAgent(
     },
     stop: () => {
       stopped = true;
+      kube?.close();
       session?.close();
       wake();
     },

@@ -13,6 +13,7 @@ import {
   parseHostPort,
 } from "../config/mod.ts";
 import { checkFingerprint, type ProxyEnv } from "../tunnel/mod.ts";
+import type { AuthMode } from "./kube_endpoint.ts";
 
 /** A `--publish NAME=HOST:PORT` entry. */
 export interface PublishedTcp {
@@ -34,6 +35,16 @@ export interface AgentConfig {
   backoffCapMs: number;
   proxyEnv: ProxyEnv;
   logLevel: "debug" | "info" | "warn" | "error";
+  /** Serve the cluster's API server as endpoint `kubernetes` (undefined: not enabled). */
+  kubernetes: KubernetesConfig | undefined;
+}
+
+/** How the agent reaches its cluster's API server. */
+export interface KubernetesConfig {
+  apiserver: URL;
+  caPem: string;
+  tokenFile: string;
+  modes: AuthMode[];
 }
 
 /** Usage text of main_agent.ts. */
@@ -50,6 +61,10 @@ Usage: main_agent.ts [flags]            (each flag also reads the env var in bra
   --keepalive DURATION      keepalive interval; a silent hub is dropped after 3 (default 10s) [TOWER_KEEPALIVE]
   --backoff-max DURATION    longest wait between reconnects (default 30s) [TOWER_BACKOFF_MAX]
   --log-level LEVEL         debug, info, warn, error (default info) [TOWER_LOG_LEVEL]
+  --kubernetes              serve this cluster's API server as endpoint 'kubernetes' [TOWER_KUBERNETES=true]
+  --apiserver URL           API server (default https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT) [TOWER_APISERVER]
+  --sa-dir DIR              ServiceAccount token and ca.crt (default /var/run/secrets/kubernetes.io/serviceaccount) [TOWER_SA_DIR]
+  --auth-modes LIST         identity modes this cluster accepts: impersonate, passthrough (default impersonate) [TOWER_AUTH_MODES]
 HTTPS_PROXY / HTTP_PROXY / NO_PROXY are honoured (HTTP CONNECT, user:pass@ allowed).
 SIGHUP reconnects at once.`;
 
@@ -69,6 +84,10 @@ export async function loadAgentConfig(
     keepalive: { type: "string" },
     "backoff-max": { type: "string" },
     "log-level": { type: "string" },
+    kubernetes: { type: "boolean" },
+    apiserver: { type: "string" },
+    "sa-dir": { type: "string" },
+    "auth-modes": { type: "string" },
   });
   if (positionals.length) throw new ConfigError(`unexpected argument '${positionals[0]}'`);
   const get = (flag: string, envName: string) => (values[flag] as string | undefined) ?? env(envName);
@@ -138,7 +157,11 @@ export async function loadAgentConfig(
     throw new ConfigError(`--log-level '${level}' is unknown`);
   }
 
+  const kubeOn = values.kubernetes === true || env("TOWER_KUBERNETES") === "true";
+  const kubernetes = kubeOn ? await loadKubernetes(get, env) : undefined;
+
   return {
+    kubernetes,
     hubUrl,
     cluster: checkClusterName(need("cluster", "TOWER_CLUSTER")),
     token,
@@ -154,4 +177,46 @@ export async function loadAgentConfig(
     },
     logLevel: level as AgentConfig["logLevel"],
   };
+}
+
+async function loadKubernetes(
+  get: (flag: string, envName: string) => string | undefined,
+  env: (name: string) => string | undefined,
+): Promise<KubernetesConfig> {
+  let text = get("apiserver", "TOWER_APISERVER");
+  if (!text) {
+    const host = env("KUBERNETES_SERVICE_HOST");
+    const port = env("KUBERNETES_SERVICE_PORT") ?? "443";
+    if (!host) {
+      throw new ConfigError("--kubernetes needs --apiserver, or KUBERNETES_SERVICE_HOST as set inside a pod");
+    }
+    text = `https://${host.includes(":") ? `[${host}]` : host}:${port}`;
+  }
+  let apiserver: URL;
+  try {
+    apiserver = new URL(text);
+  } catch {
+    throw new ConfigError(`--apiserver '${text}' is not a URL`);
+  }
+  if (apiserver.protocol !== "https:") throw new ConfigError(`--apiserver '${text}' must be https://`);
+  const saDir = get("sa-dir", "TOWER_SA_DIR") ?? "/var/run/secrets/kubernetes.io/serviceaccount";
+  const tokenFile = `${saDir}/token`;
+  let caPem: string;
+  try {
+    caPem = await Deno.readTextFile(`${saDir}/ca.crt`);
+    await Deno.stat(tokenFile);
+  } catch (e) {
+    throw new ConfigError(`--sa-dir ${saDir}: ${(e as Error).message} (needs token and ca.crt)`);
+  }
+  const modes = (get("auth-modes", "TOWER_AUTH_MODES") ?? "impersonate").split(",").map((m) => m.trim())
+    .filter(
+      Boolean,
+    );
+  for (const m of modes) {
+    if (m !== "impersonate" && m !== "passthrough") {
+      throw new ConfigError(`--auth-modes: '${m}' is not a mode (impersonate, passthrough)`);
+    }
+  }
+  if (!modes.length) throw new ConfigError("--auth-modes names no mode");
+  return { apiserver, caPem, tokenFile, modes: modes as AuthMode[] };
 }

@@ -2,3 +2,4 @@
 export { type AgentConfig, agentUsage, loadAgentConfig, type PublishedTcp } from "./agent_config.ts";
 export { type Agent, agentVersion, startAgent } from "./agent.ts";
 export { dialPlain, tcpEndpoint } from "./endpoints.ts";
+export { type AuthMode, kubeEndpoint, type KubeEndpointConfig } from "./kube_endpoint.ts";

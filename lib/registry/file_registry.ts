@@ -6,7 +6,13 @@
 
 import YAML from "yaml";
 import { ConfigError, isClusterName } from "../config/mod.ts";
-import { emptyRegistry, type Registry, type RegistryData } from "./registry.ts";
+import {
+  type AccessRule,
+  emptyRegistry,
+  type Registry,
+  type RegistryData,
+  type UserRecord,
+} from "./registry.ts";
 import { isTokenHash } from "./join_token.ts";
 
 /** Checks parsed YAML and returns it typed, or throws a ConfigError naming what is wrong and where. */
@@ -34,6 +40,8 @@ export function validateRegistry(raw: unknown, where: string): RegistryData {
     version: 1,
     settings: settings.publicUrl ? { publicUrl: settings.publicUrl as string } : {},
     clusters: [],
+    users: [],
+    access: [],
   };
   (clusters as unknown[]).forEach((c, i) => {
     const at = `clusters[${i}]`;
@@ -48,14 +56,83 @@ export function validateRegistry(raw: unknown, where: string): RegistryData {
     if (typeof rec.tokenHash !== "string" || !isTokenHash(rec.tokenHash)) {
       fail(`${at}.tokenHash of '${name}' must be 'sha256:' and 64 hex digits`);
     }
+    if (rec.mode !== undefined && rec.mode !== "impersonate" && rec.mode !== "passthrough") {
+      fail(`${at}.mode of '${name}' must be 'impersonate' or 'passthrough'`);
+    }
+    if (
+      rec.port !== undefined &&
+      !(Number.isInteger(rec.port) && (rec.port as number) > 0 && (rec.port as number) < 65536)
+    ) {
+      fail(`${at}.port of '${name}' must be a TCP port number`);
+    }
     out.clusters.push({
       name,
       tokenHash: rec.tokenHash as string,
       createdAt: typeof rec.createdAt === "string" ? rec.createdAt : new Date(0).toISOString(),
       ...(typeof rec.tokenRotatedAt === "string" ? { tokenRotatedAt: rec.tokenRotatedAt } : {}),
+      ...(rec.mode ? { mode: rec.mode as "impersonate" | "passthrough" } : {}),
+      ...(rec.port ? { port: rec.port as number } : {}),
     });
   });
+  out.users = validateUsers(doc.users ?? [], fail);
+  out.access = validateAccess(doc.access ?? [], fail);
   return out;
+}
+
+function validateUsers(raw: unknown, fail: (what: string) => never): UserRecord[] {
+  if (!Array.isArray(raw)) fail("users must be a list");
+  const seen = new Set<string>();
+  return (raw as unknown[]).map((u, i) => {
+    const at = `users[${i}]`;
+    if (!u || typeof u !== "object") fail(`${at} must be a mapping`);
+    const rec = u as Record<string, unknown>;
+    if (typeof rec.name !== "string" || !isUserName(rec.name)) {
+      fail(`${at}.name ${JSON.stringify(rec.name)} is not a valid user name`);
+    }
+    const name = rec.name as string;
+    if (seen.has(name)) fail(`${at}.name '${name}' appears twice`);
+    seen.add(name);
+    const groups = rec.groups ?? [];
+    if (!Array.isArray(groups) || groups.some((g) => typeof g !== "string" || !isUserName(g))) {
+      fail(`${at}.groups of '${name}' must be a list of group names`);
+    }
+    if (rec.tokenHash !== undefined && (typeof rec.tokenHash !== "string" || !isTokenHash(rec.tokenHash))) {
+      fail(`${at}.tokenHash of '${name}' must be 'sha256:' and 64 hex digits`);
+    }
+    return {
+      name,
+      groups: groups as string[],
+      createdAt: typeof rec.createdAt === "string" ? rec.createdAt : new Date(0).toISOString(),
+      ...(rec.tokenHash ? { tokenHash: rec.tokenHash as string } : {}),
+    };
+  });
+}
+
+function validateAccess(raw: unknown, fail: (what: string) => never): AccessRule[] {
+  if (!Array.isArray(raw)) fail("access must be a list");
+  return (raw as unknown[]).map((r, i) => {
+    const at = `access[${i}]`;
+    if (!r || typeof r !== "object") fail(`${at} must be a mapping`);
+    const rec = r as Record<string, unknown>;
+    const list = (key: string, required: boolean) => {
+      const v = rec[key];
+      if (v === undefined && !required) return undefined;
+      if (!Array.isArray(v) || v.length === 0 || v.some((x) => typeof x !== "string" || !x)) {
+        fail(`${at}.${key} must be a non-empty list of strings`);
+      }
+      return v as string[];
+    };
+    const users = list("users", false);
+    const groups = list("groups", false);
+    if (!users && !groups) fail(`${at} names neither users nor groups`);
+    return { clusters: list("clusters", true)!, ...(users ? { users } : {}), ...(groups ? { groups } : {}) };
+  });
+}
+
+/** True for names usable as user or group names: printable, no spaces at the ends, at most 253 characters. */
+export function isUserName(name: string): boolean {
+  return name.length > 0 && name.length <= 253 && name.trim() === name &&
+    ![...name].some((ch) => ch.charCodeAt(0) < 0x20 || ch.charCodeAt(0) === 0x7f);
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

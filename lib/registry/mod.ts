@@ -1,10 +1,13 @@
-/** Clusters, tokens and settings: the registry interface and its embedded YAML backend. @module */
-export { FileRegistry, validateRegistry } from "./file_registry.ts";
+/** Clusters, users, access rules, tokens and settings: the registry interface and its YAML backend. @module */
+export { FileRegistry, isUserName, validateRegistry } from "./file_registry.ts";
 export { decoyHash, hashToken, isTokenHash, newToken, tokenMatches } from "./join_token.ts";
 export {
+  type AccessRule,
+  type AuthMode,
   type ClusterRecord,
   emptyRegistry,
   type HubSettings,
   type Registry,
   type RegistryData,
+  type UserRecord,
 } from "./registry.ts";

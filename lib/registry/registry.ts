@@ -14,6 +14,32 @@ export interface ClusterRecord {
   createdAt: string;
   /** When the token was last rotated (ISO 8601). */
   tokenRotatedAt?: string;
+  /** How user identity reaches the cluster (default `impersonate`). */
+  mode?: AuthMode;
+  /** A dedicated hub port that serves only this cluster, for clients that cannot use a path prefix. */
+  port?: number;
+}
+
+/** How the hub passes user identity to a cluster. */
+export type AuthMode = "impersonate" | "passthrough";
+
+/** A person or program that uses the hub. */
+export interface UserRecord {
+  /** User name; becomes `Impersonate-User`. */
+  name: string;
+  /** Groups; become `Impersonate-Group`. */
+  groups: string[];
+  /** `sha256:` hash of the user's bearer token, when the user has one. */
+  tokenHash?: string;
+  createdAt: string;
+}
+
+/** One authorization rule: these users and groups may reach clusters matching these globs. */
+export interface AccessRule {
+  users?: string[];
+  groups?: string[];
+  /** Glob patterns on cluster names (`*` and `?`). */
+  clusters: string[];
 }
 
 /** Hub-wide settings kept in the registry. */
@@ -27,6 +53,8 @@ export interface RegistryData {
   version: 1;
   settings: HubSettings;
   clusters: ClusterRecord[];
+  users: UserRecord[];
+  access: AccessRule[];
 }
 
 /** Storage of the registry. Writers see a consistent snapshot: `update` is read-modify-write under a lock. */
@@ -41,5 +69,5 @@ export interface Registry {
 
 /** An empty registry. */
 export function emptyRegistry(): RegistryData {
-  return { version: 1, settings: {}, clusters: [] };
+  return { version: 1, settings: {}, clusters: [], users: [], access: [] };
 }

@@ -8,7 +8,7 @@
 import { join } from "node:path";
 import { hostname } from "node:os";
 import { checkClusterName, ConfigError } from "../config/mod.ts";
-import { hashToken, newToken } from "../registry/mod.ts";
+import { type AuthMode, hashToken, newToken } from "../registry/mod.ts";
 import { dataPaths, loadCa, loadHostKey, openDataDir } from "./data_dir.ts";
 import { agentManifest } from "./agent_manifest.ts";
 import type { AgentSummary } from "./cluster_sessions.ts";
@@ -43,6 +43,7 @@ async function issue(
     `--cluster ${cluster}`,
     `--hub-fingerprint ${fingerprint}`,
     ...(hubUrl.startsWith("wss:") ? [`--ca-file ${caFile}`] : []),
+    "--kubernetes",
   ].join(" ");
   const manifest = agentManifest({ cluster, hubUrl, fingerprint, token, caPem: ca.cert });
   return { cluster, token, hubUrl, fingerprint, caFile, agentCommand, manifest };
@@ -54,8 +55,20 @@ function checkHubUrl(url: string | undefined): string | undefined {
   return url;
 }
 
+/** Options of `cluster add`. */
+export interface ClusterOptions {
+  hubUrl?: string | undefined;
+  mode?: AuthMode | undefined;
+  port?: number | undefined;
+}
+
 /** Adds a cluster and returns its new token (shown once) with ready-to-use agent instructions. */
-export async function addCluster(dataDir: string, name: string, hubUrl?: string): Promise<IssuedToken> {
+export async function addCluster(
+  dataDir: string,
+  name: string,
+  opts: ClusterOptions = {},
+): Promise<IssuedToken> {
+  const { hubUrl, mode, port } = opts;
   checkClusterName(name);
   checkHubUrl(hubUrl);
   const registry = await openDataDir(dataDir);
@@ -66,7 +79,16 @@ export async function addCluster(dataDir: string, name: string, hubUrl?: string)
         `cluster '${name}' already exists (use 'cluster rotate-token ${name}' for a new token)`,
       );
     }
-    data.clusters.push({ name, tokenHash: hashToken(token), createdAt: new Date().toISOString() });
+    if (port && data.clusters.some((c) => c.port === port)) {
+      throw new ConfigError(`port ${port} is taken by another cluster`);
+    }
+    data.clusters.push({
+      name,
+      tokenHash: hashToken(token),
+      createdAt: new Date().toISOString(),
+      ...(mode ? { mode } : {}),
+      ...(port ? { port } : {}),
+    });
     if (hubUrl) data.settings.publicUrl = hubUrl;
   });
   return await issue(dataDir, name, token, hubUrl);

@@ -12,6 +12,11 @@ export class NoAgentError extends Error {
   override name = "NoAgentError";
 }
 
+/** Agents are connected, but none suits the request (e.g. none allows its auth mode). */
+export class UnsuitableAgentError extends Error {
+  override name = "UnsuitableAgentError";
+}
+
 /** Summary of one agent session, for `cluster list` and the status file. */
 export interface AgentSummary {
   id: string;
@@ -70,12 +75,17 @@ export class ClusterSessions {
   }
 
   /** The agent that should carry the next channel to `endpoint`, or undefined. */
-  pick(cluster: string, endpoint: string, exclude?: Set<AgentConnection>): AgentConnection | undefined {
+  pick(
+    cluster: string,
+    endpoint: string,
+    exclude?: Set<AgentConnection>,
+    suits: (a: AgentConnection) => boolean = () => true,
+  ): AgentConnection | undefined {
     const now = Date.now();
     let best: AgentConnection | undefined;
     let bestLate = true;
     for (const a of this.of(cluster)) {
-      if (!a.endpoints.has(endpoint) || exclude?.has(a)) continue;
+      if (!a.endpoints.has(endpoint) || exclude?.has(a) || !suits(a)) continue;
       const late = a.isLate(now);
       // A late agent is only a last resort.
       if (!best || (bestLate && !late) || (late === bestLate && a.openChannels < best.openChannels)) {
@@ -87,22 +97,27 @@ export class ClusterSessions {
   }
 
   /**
-   * Opens a channel to `endpoint` on some agent of `cluster`, trying the next best agent when one
-   * refuses (e.g. it could not dial). Rejects with NoAgentError when none can.
+   * Opens a channel to `endpoint` on some agent of `cluster` that `suits`, trying the next best agent
+   * when one refuses (e.g. it could not dial). Rejects with NoAgentError when none can.
    */
-  async openChannel(cluster: string, endpoint: string): Promise<{ channel: Duplex; agent: AgentConnection }> {
+  async openChannel(
+    cluster: string,
+    endpoint: string,
+    suits?: (a: AgentConnection) => boolean,
+    unsuitable = "no connected agent of cluster '%s' suits this request",
+  ): Promise<{ channel: Duplex; agent: AgentConnection }> {
     const tried = new Set<AgentConnection>();
     let lastError: Error | undefined;
     for (;;) {
-      const agent = this.pick(cluster, endpoint, tried);
+      const agent = this.pick(cluster, endpoint, tried, suits);
       if (!agent) {
         if (lastError) throw new NoAgentError(lastError.message);
-        const any = this.of(cluster).length > 0;
-        throw new NoAgentError(
-          any
-            ? `no agent of cluster '${cluster}' publishes endpoint '${endpoint}'`
-            : `cluster '${cluster}' has no connected agent`,
-        );
+        const all = this.of(cluster);
+        if (all.length === 0) throw new NoAgentError(`cluster '${cluster}' has no connected agent`);
+        if (!all.some((a) => a.endpoints.has(endpoint))) {
+          throw new NoAgentError(`no agent of cluster '${cluster}' publishes endpoint '${endpoint}'`);
+        }
+        throw new UnsuitableAgentError(unsuitable.replace("%s", cluster));
       }
       tried.add(agent);
       try {

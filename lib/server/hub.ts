@@ -13,6 +13,8 @@ import { agentAuthenticator } from "./agent_auth.ts";
 import { dataPaths, loadCa, loadHostKey, loadServingCert, openDataDir } from "./data_dir.ts";
 import { answer, type FrontDoor, refuseUpgrade, startFrontDoor } from "./front_door.ts";
 import { type ForwardListener, type ForwardRule, startForward } from "./tcp_forward.ts";
+import { kubeProxy } from "./kube_proxy.ts";
+import { type AuditLog, openAuditLog } from "./audit.ts";
 
 /** Tower's version, reported in hellos and `/version`-like places. */
 export const towerVersion = "0.1.0";
@@ -29,6 +31,8 @@ export interface HubConfig {
   forwards: ForwardRule[];
   keepaliveMs: number;
   handshakeTimeoutMs: number;
+  /** Audit log destination: `-` for stdout, or a file. */
+  auditLog: string;
   log: Logger;
 }
 
@@ -76,6 +80,8 @@ export async function startHub(config: HubConfig): Promise<Hub> {
     log,
   });
 
+  const audit: AuditLog = await openAuditLog(config.auditLog);
+  const kube = kubeProxy({ sessions, registry: () => registry, audit, log });
   const wss = tunnelWebSocketServer();
   let closing = false;
   const frontDoor = await startFrontDoor({
@@ -85,6 +91,8 @@ export async function startHub(config: HubConfig): Promise<Hub> {
     ready: () => !closing,
     log,
   });
+  frontDoor.route((req, res) => kube.request(req, res));
+  frontDoor.upgrade((req, socket, head) => kube.upgrade(req, socket, head));
   frontDoor.route((req, res) => {
     if ((req.url ?? "").split("?")[0] !== "/tunnel") return false;
     answer(res, 426, "the tunnel path takes WebSocket upgrades only");
@@ -103,6 +111,38 @@ export async function startHub(config: HubConfig): Promise<Hub> {
     return true;
   });
 
+  // Clusters with a dedicated port get their own listener whose every path goes to that cluster.
+  const clusterDoors = new Map<string, { port: number; door: Promise<FrontDoor | undefined> }>();
+  const syncClusterDoors = () => {
+    const wanted = new Map(registry.clusters.filter((c) => c.port).map((c) => [c.name, c.port!]));
+    for (const [name, entry] of clusterDoors) {
+      if (wanted.get(name) !== entry.port) {
+        clusterDoors.delete(name);
+        void entry.door.then((d) => d?.close());
+      }
+    }
+    for (const [name, port] of wanted) {
+      if (clusterDoors.has(name)) continue;
+      const door = startFrontDoor({
+        host: config.host,
+        port,
+        ...(tls ? { tls: { ...tls, clientCa: ca.cert } } : {}),
+        ready: () => !closing,
+        log,
+      }).then((d) => {
+        d.route((req, res) => kube.request(req, res, name));
+        d.upgrade((req, socket, head) => kube.upgrade(req, socket, head, name));
+        log.info("cluster port listening", { cluster: name, port });
+        return d;
+      }, (e) => {
+        log.error("cluster port not available", { cluster: name, port, error: e });
+        return undefined;
+      });
+      clusterDoors.set(name, { port, door });
+    }
+  };
+  syncClusterDoors();
+
   // Admin commands edit the registry file; apply their effect on live sessions here.
   const stopWatch = registryStore.watch((next) => {
     const before = new Map(registry.clusters.map((c) => [c.name, c.tokenHash]));
@@ -117,6 +157,7 @@ export async function startHub(config: HubConfig): Promise<Hub> {
         log.info("cluster token rotated", { cluster: name, sessionsClosed: n });
       }
     }
+    syncClusterDoors();
   });
 
   const statusPath = dataPaths(config.dataDir).status;
@@ -165,7 +206,13 @@ export async function startHub(config: HubConfig): Promise<Hub> {
       stopWatch();
       sessions.closeAll("hub shutting down");
       for (const client of wss.clients) client.terminate();
-      await Promise.all([frontDoor.close(), ...forwards.map((f) => f.close())]);
+      const doors = await Promise.all([...clusterDoors.values()].map((e) => e.door));
+      await Promise.all([
+        frontDoor.close(),
+        ...forwards.map((f) => f.close()),
+        ...doors.map((d) => d?.close()),
+      ]);
+      await audit.close();
       await Deno.remove(statusPath).catch(() => {});
     },
   };

@@ -1,6 +1,7 @@
 /** The hub: front door, agent sessions, admission, forwarding, admin commands. @module */
 export {
   addCluster,
+  type ClusterOptions,
   type ClusterRow,
   type IssuedToken,
   listClusters,
@@ -12,3 +13,13 @@ export { type AgentSummary, ClusterSessions, NoAgentError } from "./cluster_sess
 export { dataPaths, loadHostKey } from "./data_dir.ts";
 export { type Hub, type HubConfig, startHub, towerVersion } from "./hub.ts";
 export { type ForwardRule, parseForward } from "./tcp_forward.ts";
+export {
+  addUser,
+  allowAccess,
+  hubServerUrl,
+  readRegistry,
+  removeUser,
+  userKubeconfig,
+} from "./user_admin.ts";
+export { authenticate, globMatch, type Identity, mayReach } from "./user_auth.ts";
+export { identityHeaders, kubeProxy, parseClusterPath } from "./kube_proxy.ts";

@@ -29,10 +29,12 @@ export class TowerProcess {
   readonly exited: Promise<Deno.CommandStatus>;
   #pumps: Promise<void>[];
 
-  constructor(name: string, args: string[], env: Record<string, string> = {}) {
+  /** `wrap` prefixes the command, e.g. `["ip", "netns", "exec", NS]` to run inside a network namespace. */
+  constructor(name: string, args: string[], env: Record<string, string> = {}, wrap: string[] = []) {
     this.name = name;
-    this.child = new Deno.Command(Deno.execPath(), {
-      args,
+    const argv = [...wrap, Deno.execPath(), ...args];
+    this.child = new Deno.Command(argv[0]!, {
+      args: argv.slice(1),
       cwd: repoRoot,
       env: { NO_COLOR: "1", ...env },
       stdin: "null",
@@ -223,25 +225,32 @@ export interface AgentProcessOptions {
   args?: string[];
   env?: Record<string, string>;
   name?: string;
+  /** Command prefix, e.g. `["ip", "netns", "exec", NS]`. */
+  wrap?: string[];
 }
 
 /** Starts `main_agent.ts` (does not wait for it to connect). */
 export function startAgent(opts: AgentProcessOptions): TowerProcess {
-  return new TowerProcess(opts.name ?? `agent-${opts.cluster}`, [
-    "run",
-    "-P=agent",
-    "--no-prompt",
-    "main_agent.ts",
-    "--hub",
-    opts.hubUrl,
-    "--cluster",
-    opts.cluster,
-    "--hub-fingerprint",
-    opts.fingerprint,
-    ...(opts.caFile ? ["--ca-file", opts.caFile] : []),
-    ...(opts.publish ?? []).flatMap((p) => ["--publish", p]),
-    ...(opts.args ?? []),
-  ], { TOWER_TOKEN: opts.token, ...opts.env });
+  return new TowerProcess(
+    opts.name ?? `agent-${opts.cluster}`,
+    [
+      "run",
+      "-P=agent",
+      "--no-prompt",
+      "main_agent.ts",
+      "--hub",
+      opts.hubUrl,
+      "--cluster",
+      opts.cluster,
+      "--hub-fingerprint",
+      opts.fingerprint,
+      ...(opts.caFile ? ["--ca-file", opts.caFile] : []),
+      ...(opts.publish ?? []).flatMap((p) => ["--publish", p]),
+      ...(opts.args ?? []),
+    ],
+    { TOWER_TOKEN: opts.token, ...opts.env },
+    opts.wrap,
+  );
 }
 
 /** Path of a file inside a data dir. */

@@ -1,0 +1,165 @@
+/**
+ * The agent's `kubernetes` endpoint: it terminates HTTP/1.1 on each channel from the hub and proxies to
+ * the cluster's kube-apiserver over TLS (cluster CA), adding its own ServiceAccount token in impersonate
+ * mode. Cluster credentials never leave the cluster. The token file is re-read so rotation works.
+ * @module
+ */
+
+import http from "node:http";
+import https from "node:https";
+import type { Duplex } from "node:stream";
+import { Buffer } from "node:buffer";
+import type { Logger } from "../log/log.ts";
+import type { Endpoint } from "../tunnel/mod.ts";
+import { isUpgrade, proxyRequest, proxyUpgrade, type Upstream, writeRawResponse } from "../proxy/mod.ts";
+import { kubeStatusText } from "../kube/status.ts";
+
+/** How the hub passes identity; the agent decides which it accepts. */
+export type AuthMode = "impersonate" | "passthrough";
+
+/** Where the API server is and how to talk to it. */
+export interface KubeEndpointConfig {
+  apiserver: URL;
+  /** Cluster CA bundle (PEM). */
+  caPem: string;
+  /** ServiceAccount token file, re-read at most every `tokenRefreshMs`. */
+  tokenFile: string;
+  tokenRefreshMs?: number;
+  modes: AuthMode[];
+  log: Logger;
+}
+
+/** Header the hub sets to the mode of a request. */
+const modeHeader = "x-tower-auth-mode";
+
+/** Builds the endpoint. */
+export function kubeEndpoint(cfg: KubeEndpointConfig): Endpoint & { close(): void } {
+  const refreshMs = cfg.tokenRefreshMs ?? 5000;
+  let token = "";
+  let readAt = 0;
+  const currentToken = () => {
+    const now = Date.now();
+    if (now - readAt > refreshMs || !token) {
+      try {
+        token = Deno.readTextFileSync(cfg.tokenFile).trim();
+        readAt = now;
+      } catch (e) {
+        cfg.log.error("service account token unreadable", { file: cfg.tokenFile, error: e });
+        if (!token) throw e;
+      }
+    }
+    return token;
+  };
+
+  // Kept-alive TLS connections to the API server, shared by every channel.
+  const pool = new https.Agent({ keepAlive: true, maxSockets: 512, ca: cfg.caPem });
+  const host = cfg.apiserver.hostname.replace(/^\[|\]$/g, "");
+  const port = Number(cfg.apiserver.port || 443);
+  const upstream: Upstream = {
+    request: (o) => {
+      const r = https.request({
+        host,
+        port,
+        ...o,
+        agent: pool,
+        ca: cfg.caPem,
+        servername: /^[\d.]+$/.test(host) ? undefined : host,
+      });
+      r.on("socket", (s) => (s as import("node:net").Socket).setNoDelay?.(true));
+      return Promise.resolve(r);
+    },
+  };
+
+  /** The target headers for one request, or a refusal. */
+  const rewrite = (
+    req: http.IncomingMessage,
+  ): { headers: http.OutgoingHttpHeaders } | { refuse: [number, string] } => {
+    const mode = req.headers[modeHeader];
+    if (mode !== "impersonate" && mode !== "passthrough") {
+      return { refuse: [400, "request names no auth mode"] };
+    }
+    if (!cfg.modes.includes(mode)) {
+      return { refuse: [403, `this cluster's agent does not accept auth mode '${mode}'`] };
+    }
+    const headers: http.OutgoingHttpHeaders = {};
+    for (let i = 0; i < req.rawHeaders.length; i += 2) {
+      const name = req.rawHeaders[i]!.toLowerCase();
+      if (name === modeHeader || name === "host") continue;
+      const value = req.rawHeaders[i + 1]!;
+      const prev = headers[name];
+      headers[name] = prev === undefined
+        ? value
+        : Array.isArray(prev)
+        ? [...prev, value]
+        : [String(prev), value];
+    }
+    headers.host = cfg.apiserver.host;
+    if (mode === "impersonate") {
+      // Without an identity to impersonate the request would run with the agent's own rights.
+      if (!headers["impersonate-user"]) {
+        return { refuse: [400, "impersonate mode request without Impersonate-User"] };
+      }
+      headers.authorization = `Bearer ${currentToken()}`;
+    }
+    return { headers };
+  };
+
+  const server = http.createServer((req, res) => {
+    const t = rewrite(req);
+    if ("refuse" in t) {
+      const body = kubeStatusText(t.refuse[0], t.refuse[1]);
+      res.writeHead(t.refuse[0], {
+        "content-type": "application/json",
+        "content-length": Buffer.byteLength(body),
+      });
+      res.end(body);
+      req.resume();
+      return;
+    }
+    void proxyRequest(req, res, { path: req.url ?? "/", headers: t.headers }, upstream, (e) => {
+      cfg.log.warn("apiserver request failed", { error: e });
+      const body = kubeStatusText(502, `agent could not reach the API server: ${e.message}`);
+      if (!res.headersSent) {
+        res.writeHead(502, { "content-type": "application/json", "content-length": Buffer.byteLength(body) });
+        res.end(body);
+      }
+    });
+  });
+  server.on("upgrade", (req: http.IncomingMessage, socket: Duplex, head: Uint8Array) => {
+    const t = rewrite(req);
+    if ("refuse" in t || !isUpgrade(req)) {
+      const [code, message] = "refuse" in t ? t.refuse : [400, "not an upgrade"];
+      writeRawResponse(
+        socket,
+        code,
+        http.STATUS_CODES[code] ?? "",
+        kubeStatusText(code, message),
+        "application/json",
+      );
+      return;
+    }
+    void proxyUpgrade(req, socket, head, { path: req.url ?? "/", headers: t.headers }, upstream, (e) => {
+      cfg.log.warn("apiserver upgrade failed", { error: e });
+      writeRawResponse(
+        socket,
+        502,
+        "Bad Gateway",
+        kubeStatusText(502, `agent: ${e.message}`),
+        "application/json",
+      );
+    });
+  });
+  // Watches, logs -f and exec streams live as long as the user wants.
+  server.requestTimeout = 0;
+  server.headersTimeout = 0;
+  server.keepAliveTimeout = 0;
+  server.timeout = 0;
+
+  return {
+    open: () => Promise.resolve((channel: Duplex) => void server.emit("connection", channel)),
+    close: () => {
+      pool.destroy();
+      server.close();
+    },
+  };
+}

@@ -1,0 +1,53 @@
+/**
+ * `metav1.Status` error bodies: what kubectl and client libraries decode and print for a failed request.
+ * @module
+ */
+
+/** HTTP status → Kubernetes `reason`. */
+const reasons: Record<number, string> = {
+  400: "BadRequest",
+  401: "Unauthorized",
+  403: "Forbidden",
+  404: "NotFound",
+  405: "MethodNotAllowed",
+  409: "Conflict",
+  429: "TooManyRequests",
+  500: "InternalError",
+  502: "BadGateway",
+  503: "ServiceUnavailable",
+  504: "Timeout",
+};
+
+/** A `metav1.Status` failure object. */
+export function kubeStatus(code: number, message: string): Record<string, unknown> {
+  return {
+    kind: "Status",
+    apiVersion: "v1",
+    metadata: {},
+    status: "Failure",
+    message,
+    reason: reasons[code] ?? "Unknown",
+    code,
+  };
+}
+
+/** The JSON text of {@link kubeStatus}. */
+export function kubeStatusText(code: number, message: string): string {
+  return JSON.stringify(kubeStatus(code, message));
+}
+
+/** The Kubernetes verb of a request, as the apiserver's audit log names it. */
+export function kubeVerb(method: string, path: string, query: URLSearchParams): string {
+  const m = method.toUpperCase();
+  if (query.get("watch") === "true" || query.get("watch") === "1") return "watch";
+  if (m === "GET" || m === "HEAD") {
+    // /api/v1/namespaces/NS/pods → list; …/pods/NAME and …/pods/NAME/log → get
+    const parts = path.split("/").filter(Boolean);
+    const start = parts[0] === "api" ? 2 : parts[0] === "apis" ? 3 : -1;
+    if (start < 0) return "get";
+    let rest = parts.slice(start);
+    if (rest[0] === "namespaces" && rest.length > 2) rest = rest.slice(2);
+    return rest.length === 1 ? "list" : "get";
+  }
+  return { POST: "create", PUT: "update", PATCH: "patch", DELETE: "delete" }[m] ?? m.toLowerCase();
+}

@@ -1,0 +1,232 @@
+/**
+ * An upgrade-aware HTTP/1.1 reverse proxy, used on both sides of the tunnel (hub: user → channel;
+ * agent: channel → kube-apiserver). It is configured only with *where to send* (an {@link Upstream}) and
+ * *how to rewrite* (the target path and headers); routing, authentication and audit wrap it.
+ *
+ * Plain requests stream both ways chunk by chunk (watches, `logs -f`) with no timeout. Upgrades (WebSocket,
+ * SPDY/3.1) forward the request headers, relay the upstream's 101 byte-exact, then splice raw bytes both
+ * ways with half-close.
+ * @module
+ */
+
+import type http from "node:http";
+import type { Duplex } from "node:stream";
+import { Buffer } from "node:buffer";
+import { splice } from "../tunnel/mod.ts";
+
+/** Where proxied requests go: starts one upstream request per call. */
+export interface Upstream {
+  request(
+    options: { method: string; path: string; headers: http.OutgoingHttpHeaders },
+  ): Promise<http.ClientRequest>;
+}
+
+/** What the proxy sends upstream for one request. */
+export interface ProxyTarget {
+  path: string;
+  headers: http.OutgoingHttpHeaders;
+}
+
+/** What happened to one proxied request or stream, for the audit line. */
+export interface ProxyOutcome {
+  status: number;
+  /** Bytes from the client (request body, or client→server stream bytes after an upgrade). */
+  bytesIn: number;
+  /** Bytes to the client. */
+  bytesOut: number;
+  upgraded: boolean;
+  error?: string;
+}
+
+/** Headers that belong to one hop and are never forwarded (RFC 9110 §7.6.1), plus proxy credentials. */
+const hopByHop = new Set([
+  "connection",
+  "keep-alive",
+  "proxy-authenticate",
+  "proxy-authorization",
+  "proxy-connection",
+  "te",
+  "trailer",
+  "transfer-encoding",
+  "upgrade",
+]);
+
+/**
+ * The end-to-end headers of a message from its raw header list: hop-by-hop ones and those named in
+ * `Connection` dropped, repeated headers kept as arrays (e.g. every `X-Stream-Protocol-Version`).
+ */
+export function endToEndHeaders(rawHeaders: string[]): http.OutgoingHttpHeaders {
+  const named = new Set<string>();
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    if (rawHeaders[i]!.toLowerCase() === "connection") {
+      for (const token of rawHeaders[i + 1]!.split(",")) named.add(token.trim().toLowerCase());
+    }
+  }
+  const out: Record<string, string | string[]> = {};
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i]!.toLowerCase();
+    if (hopByHop.has(name) || named.has(name)) continue;
+    const value = rawHeaders[i + 1]!;
+    const prev = out[name];
+    out[name] = prev === undefined ? value : Array.isArray(prev) ? [...prev, value] : [prev, value];
+  }
+  return out;
+}
+
+/** True when the request asks for a protocol upgrade. */
+export function isUpgrade(req: http.IncomingMessage): boolean {
+  return req.headers.upgrade !== undefined &&
+    (req.headers.connection ?? "").toLowerCase().split(",").some((t) => t.trim() === "upgrade");
+}
+
+/** Proxies a plain request; `res` gets upstream's status, headers and body as they arrive. */
+export async function proxyRequest(
+  req: http.IncomingMessage,
+  res: http.ServerResponse,
+  target: ProxyTarget,
+  upstream: Upstream,
+  onError: (error: Error) => void,
+): Promise<ProxyOutcome> {
+  const outcome: ProxyOutcome = { status: 0, bytesIn: 0, bytesOut: 0, upgraded: false };
+  let up: http.ClientRequest;
+  try {
+    up = await upstream.request({ method: req.method ?? "GET", path: target.path, headers: target.headers });
+  } catch (e) {
+    req.resume();
+    onError(e as Error);
+    outcome.error = (e as Error).message;
+    return outcome;
+  }
+  return await new Promise<ProxyOutcome>((resolve) => {
+    let settled = false;
+    const settle = (error?: Error) => {
+      if (settled) return;
+      settled = true;
+      if (error) outcome.error = error.message;
+      resolve(outcome);
+    };
+    req.on("data", (c: Uint8Array) => void (outcome.bytesIn += c.length));
+    req.pipe(up);
+    up.once("response", (ures: http.IncomingMessage) => {
+      outcome.status = ures.statusCode ?? 502;
+      res.writeHead(outcome.status, ures.statusMessage, endToEndHeaders(ures.rawHeaders));
+      // Send headers now: a watch may not write its first event for minutes.
+      res.flushHeaders();
+      ures.on("data", (c: Uint8Array) => void (outcome.bytesOut += c.length));
+      ures.pipe(res);
+      ures.once("end", () => settle());
+      ures.once("error", (e: Error) => {
+        res.destroy();
+        settle(e);
+      });
+    });
+    up.once("error", (e: Error) => {
+      if (!res.headersSent) onError(e);
+      else res.destroy();
+      settle(e);
+    });
+    // The client went away (e.g. ended a watch): end the upstream request and its channel too.
+    res.once("close", () => {
+      if (!res.writableFinished) {
+        up.destroy();
+        settle(new Error("client closed the connection"));
+      }
+    });
+  });
+}
+
+/** Proxies an upgrade request: 101 relayed byte-exact, then a raw splice until both sides are done. */
+export async function proxyUpgrade(
+  req: http.IncomingMessage,
+  socket: Duplex,
+  head: Uint8Array,
+  target: ProxyTarget,
+  upstream: Upstream,
+  onError: (error: Error) => void,
+): Promise<ProxyOutcome> {
+  const outcome: ProxyOutcome = { status: 0, bytesIn: 0, bytesOut: 0, upgraded: false };
+  const headers: http.OutgoingHttpHeaders = {
+    ...target.headers,
+    connection: "Upgrade",
+    upgrade: req.headers.upgrade ?? "",
+  };
+  let up: http.ClientRequest;
+  try {
+    up = await upstream.request({ method: req.method ?? "GET", path: target.path, headers });
+  } catch (e) {
+    onError(e as Error);
+    outcome.error = (e as Error).message;
+    return outcome;
+  }
+  return await new Promise<ProxyOutcome>((resolve) => {
+    const fail = (e: Error) => {
+      outcome.error = e.message;
+      onError(e);
+      resolve(outcome);
+    };
+    up.once("error", fail);
+    up.once("upgrade", (ures: http.IncomingMessage, usocket: Duplex, uhead: Uint8Array) => {
+      up.off("error", fail);
+      outcome.status = ures.statusCode ?? 101;
+      outcome.upgraded = true;
+      (usocket as Partial<import("node:net").Socket>).setNoDelay?.(true);
+      let lines = `HTTP/1.1 ${ures.statusCode} ${ures.statusMessage ?? "Switching Protocols"}\r\n`;
+      for (let i = 0; i < ures.rawHeaders.length; i += 2) {
+        lines += `${ures.rawHeaders[i]}: ${ures.rawHeaders[i + 1]}\r\n`;
+      }
+      socket.write(lines + "\r\n");
+      if (uhead.length) socket.write(uhead);
+      if (head.length) usocket.write(head);
+      splice(socket, usocket, (stats) => {
+        outcome.bytesIn = stats.aToB + head.length;
+        outcome.bytesOut = stats.bToA + uhead.length;
+        if (stats.error) outcome.error = stats.error.message;
+        resolve(outcome);
+      });
+    });
+    // Upstream declined the upgrade: relay its answer (kubectl reads the Status body) and close.
+    up.once("response", (ures: http.IncomingMessage) => {
+      up.off("error", fail);
+      outcome.status = ures.statusCode ?? 502;
+      const h = endToEndHeaders(ures.rawHeaders);
+      delete h["content-length"];
+      let lines = `HTTP/1.1 ${ures.statusCode} ${ures.statusMessage ?? ""}\r\n`;
+      for (const [k, v] of Object.entries(h)) {
+        for (const one of Array.isArray(v) ? v : [String(v)]) lines += `${k}: ${one}\r\n`;
+      }
+      socket.write(lines + "connection: close\r\n\r\n");
+      ures.on("data", (c: Uint8Array) => {
+        outcome.bytesOut += c.length;
+        socket.write(c);
+      });
+      ures.once("end", () => {
+        socket.end();
+        resolve(outcome);
+      });
+      ures.once("error", () => {
+        socket.destroy();
+        resolve(outcome);
+      });
+    });
+    socket.once("close", () => {
+      if (!outcome.upgraded) up.destroy();
+    });
+    up.end();
+  });
+}
+
+/** Writes a response on a raw socket (for refusing an upgrade before any proxying). */
+export function writeRawResponse(
+  socket: Duplex,
+  status: number,
+  reason: string,
+  body: string,
+  type: string,
+): void {
+  socket.end(
+    `HTTP/1.1 ${status} ${reason}\r\ncontent-type: ${type}\r\ncontent-length: ${
+      Buffer.byteLength(body)
+    }\r\n` +
+      `connection: close\r\n\r\n${body}`,
+  );
+}

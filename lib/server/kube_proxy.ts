@@ -1,0 +1,272 @@
+/**
+ * The hub's Kubernetes API route: `/clusters/NAME/…` (or a cluster's dedicated port) to that cluster's
+ * kube-apiserver through an agent's `kubernetes` endpoint. Wraps the generic upgrade-aware proxy with
+ * routing, authentication, hub-side authorization, identity headers and audit.
+ * @module
+ */
+
+import http from "node:http";
+import { Buffer } from "node:buffer";
+import type { Duplex } from "node:stream";
+import type { Logger } from "../log/log.ts";
+import { isClusterName } from "../config/mod.ts";
+import type { AuthMode, ClusterRecord, RegistryData } from "../registry/mod.ts";
+import { kubeStatusText, kubeVerb } from "../kube/status.ts";
+import {
+  endToEndHeaders,
+  isUpgrade,
+  type ProxyOutcome,
+  proxyRequest,
+  proxyUpgrade,
+  type Upstream,
+  writeRawResponse,
+} from "../proxy/mod.ts";
+import type { AgentConnection } from "../tunnel/mod.ts";
+import { type ClusterSessions, NoAgentError, UnsuitableAgentError } from "./cluster_sessions.ts";
+import { authenticate, type Identity, mayReach } from "./user_auth.ts";
+import type { AuditLog } from "./audit.ts";
+
+/** Endpoint name under which agents publish their cluster's API server. */
+export const kubernetesEndpoint = "kubernetes";
+
+/** Header telling the agent which identity mode a request uses. */
+export const authModeHeader = "x-tower-auth-mode";
+
+/** What the Kubernetes route needs from the hub. */
+export interface KubeProxyDeps {
+  sessions: ClusterSessions;
+  registry: () => RegistryData;
+  audit: AuditLog;
+  log: Logger;
+}
+
+/** A request refused before proxying, with its HTTP status and a message kubectl prints. */
+class Refusal extends Error {
+  constructor(readonly code: number, message: string) {
+    super(message);
+  }
+}
+
+/** Where a request goes: its cluster, and the path on that cluster's API server. */
+export interface KubeRoute {
+  cluster: string;
+  path: string;
+}
+
+/**
+ * Splits `/clusters/NAME/REST?QUERY`. Returns undefined for other paths and throws a Refusal for
+ * malformed ones: names that are not DNS labels, any percent-encoding in the name, and dot segments.
+ */
+export function parseClusterPath(url: string): KubeRoute | undefined {
+  const q = url.indexOf("?");
+  const rawPath = q < 0 ? url : url.slice(0, q);
+  const query = q < 0 ? "" : url.slice(q);
+  if (!rawPath.startsWith("/clusters/")) return undefined;
+  const rest = rawPath.slice("/clusters/".length);
+  const slash = rest.indexOf("/");
+  const name = slash < 0 ? rest : rest.slice(0, slash);
+  if (!isClusterName(name)) throw new Refusal(400, `'${name}' is not a valid cluster name`);
+  const path = slash < 0 ? "/" : rest.slice(slash);
+  return { cluster: name, path: checkedPath(path) + query };
+}
+
+/** Refuses dot segments (plain or percent-encoded) and encoded slashes, so no path can step sideways. */
+function checkedPath(path: string): string {
+  for (const seg of path.split("/")) {
+    let decoded: string;
+    try {
+      decoded = decodeURIComponent(seg);
+    } catch {
+      throw new Refusal(400, "malformed percent-encoding in path");
+    }
+    if (decoded === "." || decoded === ".." || decoded.includes("/") || decoded.includes("\\")) {
+      throw new Refusal(400, "path must not contain dot segments or encoded slashes");
+    }
+  }
+  return path;
+}
+
+/** The headers sent to the agent: client credentials and impersonation stripped, hub identity added. */
+export function identityHeaders(
+  rawHeaders: string[],
+  mode: AuthMode,
+  who: Identity,
+): http.OutgoingHttpHeaders {
+  const headers = endToEndHeaders(rawHeaders);
+  for (const name of Object.keys(headers)) {
+    if (name.startsWith("impersonate-") || name.startsWith("x-tower-")) delete headers[name];
+  }
+  headers[authModeHeader] = mode;
+  if (mode === "impersonate") {
+    delete headers.authorization;
+    headers["impersonate-user"] = who.user;
+    if (who.groups.length) headers["impersonate-group"] = who.groups;
+  }
+  return headers;
+}
+
+function agentAllows(mode: AuthMode): (a: AgentConnection) => boolean {
+  return (a) => {
+    const modes = a.hello.authModes;
+    return Array.isArray(modes) ? modes.includes(mode) : mode === "impersonate";
+  };
+}
+
+/** The Kubernetes API route, as request and upgrade handlers for the front door. */
+export function kubeProxy(deps: KubeProxyDeps): {
+  /** Handles `/clusters/…` requests; false for other paths. */
+  request: (req: http.IncomingMessage, res: http.ServerResponse, fixedCluster?: string) => boolean;
+  /** Handles `/clusters/…` upgrades; false for other paths. */
+  upgrade: (req: http.IncomingMessage, socket: Duplex, head: Uint8Array, fixedCluster?: string) => boolean;
+} {
+  const route = (req: http.IncomingMessage, fixedCluster?: string): KubeRoute | undefined =>
+    fixedCluster
+      ? { cluster: fixedCluster, path: checkedPath((req.url ?? "/").split("?")[0]!) + query(req) }
+      : parseClusterPath(req.url ?? "/");
+  const query = (req: http.IncomingMessage) => {
+    const u = req.url ?? "";
+    const q = u.indexOf("?");
+    return q < 0 ? "" : u.slice(q);
+  };
+
+  /** Everything up to opening the channel: who, may they, which agent. */
+  const admit = async (req: http.IncomingMessage, r: KubeRoute) => {
+    const registry = deps.registry();
+    const record: ClusterRecord | undefined = registry.clusters.find((c) => c.name === r.cluster);
+    if (!record) throw new Refusal(404, `cluster '${r.cluster}' is not registered on this hub`);
+    const mode: AuthMode = record.mode ?? "impersonate";
+    const auth = authenticate(req, registry, mode === "passthrough");
+    if (!auth.ok) throw new Refusal(401, `Unauthorized: ${auth.reason}`);
+    const who = auth.identity;
+    if (!mayReach(who, r.cluster, registry)) {
+      throw new Refusal(403, `user '${who.user}' may not reach cluster '${r.cluster}' through this hub`);
+    }
+    try {
+      const { channel, agent } = await deps.sessions.openChannel(
+        r.cluster,
+        kubernetesEndpoint,
+        agentAllows(mode),
+        `the agents of cluster '%s' do not accept auth mode '${mode}'`,
+      );
+      return { who, mode, channel, agent };
+    } catch (e) {
+      if (e instanceof UnsuitableAgentError) throw new Refusal(502, e.message);
+      if (e instanceof NoAgentError) throw new Refusal(503, e.message);
+      throw e;
+    }
+  };
+
+  const upstreamOver = (channel: Duplex): Upstream => ({
+    request: (o) =>
+      Promise.resolve(
+        http.request({ ...o, createConnection: () => channel as unknown as import("node:net").Socket }),
+      ),
+  });
+
+  const audit = (
+    req: http.IncomingMessage,
+    r: KubeRoute,
+    started: number,
+    outcome: Pick<ProxyOutcome, "status" | "bytesIn" | "bytesOut" | "upgraded" | "error">,
+    who?: Identity,
+    agent?: AgentConnection,
+  ) => {
+    const [path, q = ""] = r.path.split("?");
+    deps.audit.record({
+      user: who?.user,
+      groups: who?.groups,
+      cluster: r.cluster,
+      method: req.method ?? "GET",
+      verb: kubeVerb(req.method ?? "GET", path!, new URLSearchParams(q)),
+      path: path!,
+      status: outcome.status,
+      bytesIn: outcome.bytesIn,
+      bytesOut: outcome.bytesOut,
+      durationMs: Math.round(performance.now() - started),
+      agent: agent?.id,
+      remote: req.socket.remoteAddress,
+      ...(outcome.upgraded ? { upgraded: true } : {}),
+      ...(outcome.error ? { error: outcome.error } : {}),
+    });
+  };
+
+  const sendStatus = (res: http.ServerResponse, code: number, message: string) => {
+    if (res.headersSent) return res.destroy();
+    const body = kubeStatusText(code, message);
+    res.writeHead(code, { "content-type": "application/json", "content-length": Buffer.byteLength(body) });
+    res.end(body);
+  };
+
+  return {
+    request: (req, res, fixedCluster) => {
+      let r: KubeRoute | undefined;
+      try {
+        r = route(req, fixedCluster);
+      } catch (e) {
+        if (!(e instanceof Refusal)) throw e;
+        sendStatus(res, e.code, e.message);
+        return true;
+      }
+      if (!r) return false;
+      const started = performance.now();
+      const kr = r;
+      admit(req, kr).then(async ({ who, mode, channel, agent }) => {
+        const outcome = await proxyRequest(
+          req,
+          res,
+          { path: kr.path, headers: identityHeaders(req.rawHeaders, mode, who) },
+          upstreamOver(channel),
+          (e) => sendStatus(res, 502, `cluster '${kr.cluster}': ${e.message}`),
+        );
+        channel.destroy();
+        audit(req, kr, started, outcome, who, agent);
+      }, (e: Error) => {
+        const code = e instanceof Refusal ? e.code : 500;
+        if (!(e instanceof Refusal)) deps.log.error("kube proxy failed", { error: e });
+        req.resume();
+        sendStatus(res, code, e.message);
+        audit(req, kr, started, { status: code, bytesIn: 0, bytesOut: 0, upgraded: false, error: e.message });
+      });
+      return true;
+    },
+    upgrade: (req, socket, head, fixedCluster) => {
+      const refuse = (code: number, message: string) =>
+        writeRawResponse(
+          socket,
+          code,
+          http.STATUS_CODES[code] ?? "",
+          kubeStatusText(code, message),
+          "application/json",
+        );
+      let r: KubeRoute | undefined;
+      try {
+        r = route(req, fixedCluster);
+      } catch (e) {
+        if (!(e instanceof Refusal)) throw e;
+        refuse(e.code, e.message);
+        return true;
+      }
+      if (!r) return false;
+      if (!isUpgrade(req)) return false;
+      const started = performance.now();
+      const kr = r;
+      admit(req, kr).then(async ({ who, mode, channel, agent }) => {
+        const outcome = await proxyUpgrade(
+          req,
+          socket,
+          head,
+          { path: kr.path, headers: identityHeaders(req.rawHeaders, mode, who) },
+          upstreamOver(channel),
+          (e) => refuse(502, `cluster '${kr.cluster}': ${e.message}`),
+        );
+        channel.destroy();
+        audit(req, kr, started, outcome, who, agent);
+      }, (e: Error) => {
+        const code = e instanceof Refusal ? e.code : 500;
+        refuse(code, e.message);
+        audit(req, kr, started, { status: code, bytesIn: 0, bytesOut: 0, upgraded: false, error: e.message });
+      });
+      return true;
+    },
+  };
+}

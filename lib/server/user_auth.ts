@@ -1,0 +1,89 @@
+/**
+ * Who is calling, and may they reach this cluster. Users authenticate with a bearer token from the
+ * registry (stored hashed) or a client certificate issued by the hub CA (CN = user name; the user must
+ * still exist in the registry, so removing a user revokes their certificates). Anonymous requests are
+ * refused. Authorization is hub-side and coarse: which users/groups may reach which clusters (globs);
+ * the cluster's own RBAC decides the rest.
+ * @module
+ */
+
+import type http from "node:http";
+import type { TLSSocket } from "node:tls";
+import { hashToken, type RegistryData } from "../registry/mod.ts";
+import { timingSafeEqual } from "node:crypto";
+import { Buffer } from "node:buffer";
+
+/** An authenticated hub user. */
+export interface Identity {
+  user: string;
+  groups: string[];
+  /** How they proved it. */
+  via: "token" | "certificate";
+}
+
+/** The result of authenticating a request. */
+export type AuthResult = { ok: true; identity: Identity } | { ok: false; reason: string };
+
+function bearerOf(req: http.IncomingMessage): string | undefined {
+  const h = req.headers.authorization;
+  if (!h) return undefined;
+  const m = /^Bearer\s+(\S+)\s*$/i.exec(h);
+  return m?.[1];
+}
+
+function sameHash(a: string, b: string): boolean {
+  const x = Buffer.from(a);
+  const y = Buffer.from(b);
+  return x.length === y.length && timingSafeEqual(x, y);
+}
+
+/**
+ * Authenticates a request to the hub. `certOnly` is for passthrough clusters, whose `Authorization`
+ * header belongs to the cluster and is not a hub credential.
+ */
+export function authenticate(
+  req: http.IncomingMessage,
+  registry: RegistryData,
+  certOnly = false,
+): AuthResult {
+  const socket = req.socket as TLSSocket;
+  if (socket.authorized === true && typeof socket.getPeerCertificate === "function") {
+    const cn = socket.getPeerCertificate()?.subject?.CN;
+    const name = Array.isArray(cn) ? cn[0] : cn;
+    const user = registry.users.find((u) => u.name === name);
+    if (user) {
+      return { ok: true, identity: { user: user.name, groups: [...user.groups], via: "certificate" } };
+    }
+    return { ok: false, reason: "client certificate names no registered user" };
+  }
+  if (certOnly) return { ok: false, reason: "this cluster takes a hub client certificate" };
+  const token = bearerOf(req);
+  if (!token) return { ok: false, reason: "no credentials" };
+  const hash = hashToken(token);
+  // Compare against every stored hash so the time taken says nothing about which user is close.
+  let found: (typeof registry.users)[number] | undefined;
+  for (const u of registry.users) if (u.tokenHash && sameHash(u.tokenHash, hash) && !found) found = u;
+  if (!found) return { ok: false, reason: "unknown token" };
+  return { ok: true, identity: { user: found.name, groups: [...found.groups], via: "token" } };
+}
+
+/** Glob match on cluster names: `*` any run, `?` one character. */
+export function globMatch(pattern: string, name: string): boolean {
+  const re = new RegExp(
+    "^" + pattern.replace(/[.+^${}()|[\]\\]/g, "\\$&").replace(/\*/g, ".*").replace(/\?/g, ".") + "$",
+  );
+  return re.test(name);
+}
+
+/** True when some access rule lets `who` reach `cluster`. */
+export function mayReach(who: Identity, cluster: string, registry: RegistryData): boolean {
+  return registry.access.some((rule) =>
+    (rule.users?.includes(who.user) || rule.groups?.some((g) => who.groups.includes(g))) &&
+    rule.clusters.some((p) => globMatch(p, cluster))
+  );
+}
+
+/** Clusters `who` may reach. */
+export function reachableClusters(who: Identity, registry: RegistryData): string[] {
+  return registry.clusters.map((c) => c.name).filter((c) => mayReach(who, c, registry));
+}

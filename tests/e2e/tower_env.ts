@@ -1,0 +1,231 @@
+/**
+ * A whole Tower installation for tests and `deno task dev`: a hub in the root network namespace, real
+ * clusters in their own namespaces (unreachable from the hub), and an agent in each cluster running as
+ * an in-cluster process would (ServiceAccount token minted with TokenRequest, KUBERNETES_SERVICE_* env).
+ * @module
+ */
+
+import { join } from "node:path";
+import { startClusters, type StartClustersOptions, type TestCluster } from "../cluster/cluster.ts";
+import {
+  type AddedCluster,
+  type HubProcess,
+  parseIssued,
+  scratchDir,
+  serverCommand,
+  startAgent,
+  startHub,
+  type TowerProcess,
+} from "../helpers/tower_procs.ts";
+
+/** Options for {@link startTowerEnv}. */
+export interface TowerEnvOptions {
+  clusters: string[];
+  /** Per cluster: hub-side auth mode (`cluster add --mode`). */
+  modes?: Record<string, "impersonate" | "passthrough">;
+  /** Per cluster: modes the agent accepts (`--auth-modes`). */
+  agentModes?: Record<string, string>;
+  /** Extra `serve` flags. */
+  hubArgs?: string[];
+  /** Extra agent flags for every agent. */
+  agentArgs?: string[];
+  /** Fixed hub port (default any). */
+  port?: number;
+  clusterOptions?: StartClustersOptions;
+}
+
+/** A running installation. */
+export interface TowerEnv {
+  hub: HubProcess;
+  dataDir: string;
+  clusters: Map<string, TestCluster>;
+  added: Map<string, AddedCluster>;
+  agents: Map<string, TowerProcess>;
+  /** Starts one more agent for `cluster` (e.g. to replace a killed one). */
+  startAgent(cluster: string, name?: string): Promise<TowerProcess>;
+  /** Adds a hub user with groups and access to `clusters` globs; returns a kubeconfig path. */
+  addUser(name: string, groups: string[], clusters: string[]): Promise<string>;
+  /** Adds a hub user with a bearer token; returns the token. */
+  addTokenUser(name: string, groups: string[], clusters: string[]): Promise<string>;
+  /** kubectl from the root namespace (where the hub is) with a kubeconfig. */
+  kubectl(
+    kubeconfig: string,
+    args: string[],
+    opts?: { stdin?: string | Uint8Array; env?: Record<string, string>; timeoutMs?: number },
+  ): Promise<{ code: number; stdout: string; stderr: string }>;
+  /** Starts a long-running kubectl from the root namespace. */
+  spawnKubectl(kubeconfig: string, args: string[], env?: Record<string, string>): Deno.ChildProcess;
+  kubectlPath: string;
+  stop(): Promise<void>;
+}
+
+async function must(args: string[]): Promise<string> {
+  const r = await serverCommand(args);
+  if (r.code !== 0) throw new Error(`main_server.ts ${args.join(" ")} failed: ${r.stderr}`);
+  return r.stdout;
+}
+
+/** Starts a hub, the clusters, and one agent per cluster, and waits until every agent is connected. */
+export async function startTowerEnv(opts: TowerEnvOptions): Promise<TowerEnv> {
+  const dataDir = await scratchDir("env");
+  const clusters = new Map<string, TestCluster>();
+  const agents = new Map<string, TowerProcess>();
+  const added = new Map<string, AddedCluster>();
+  let hub: HubProcess | undefined;
+  const stop = async () => {
+    await Promise.all([...agents.values()].map((a) => a.stop()));
+    await hub?.stop();
+    await Promise.all([...clusters.values()].map((c) => c.stop()));
+    await Deno.remove(dataDir, { recursive: true }).catch(() => {});
+  };
+  try {
+    const started = await startClusters(opts.clusters, opts.clusterOptions);
+    for (const c of started) clusters.set(c.name, c);
+    for (const c of started) {
+      const mode = opts.modes?.[c.name];
+      const r = await serverCommand([
+        "cluster",
+        "add",
+        c.name,
+        "--data-dir",
+        dataDir,
+        ...(mode ? ["--mode", mode] : []),
+      ]);
+      if (r.code !== 0) throw new Error(r.stderr);
+      added.set(c.name, { name: c.name, ...parseIssued(r.stdout), output: r.stdout });
+    }
+    // The hub listens everywhere; its certificate names every address the agents dial.
+    hub = await startHub({
+      dataDir,
+      ...(opts.port ? { port: opts.port } : {}),
+      args: [
+        "--listen",
+        `0.0.0.0:${opts.port ?? 0}`,
+        ...started.flatMap((c) => ["--name", c.hubAddress]),
+        ...(opts.hubArgs ?? []),
+      ],
+    });
+    const h = hub;
+    const launch = async (cluster: string, name?: string) => {
+      const c = clusters.get(cluster)!;
+      const a = added.get(cluster)!;
+      const creds = await c.agentCredentials();
+      const p = startAgent({
+        hubUrl: `wss://${c.hubAddress}:${h.port}/tunnel`,
+        cluster,
+        token: a.token,
+        fingerprint: a.fingerprint,
+        caFile: a.caFile,
+        args: [
+          "--kubernetes",
+          "--sa-dir",
+          creds.saDir,
+          ...(opts.agentModes?.[cluster] ? ["--auth-modes", opts.agentModes[cluster]] : []),
+          ...(opts.agentArgs ?? []),
+        ],
+        env: creds.env,
+        name: name ?? `agent-${cluster}`,
+        wrap: ["ip", "netns", "exec", c.netns],
+      });
+      await p.waitForMsg("connected to hub");
+      return p;
+    };
+    for (const name of opts.clusters) agents.set(name, await launch(name));
+    const kubectlPath = started[0]!.binaries.kubectl;
+    const runKubectl: TowerEnv["kubectl"] = async (kubeconfig, args, o = {}) => {
+      const child = new Deno.Command(kubectlPath, {
+        args: [`--kubeconfig=${kubeconfig}`, ...args],
+        env: o.env,
+        stdin: o.stdin === undefined ? "null" : "piped",
+        stdout: "piped",
+        stderr: "piped",
+      }).spawn();
+      const timer = setTimeout(() => child.kill("SIGKILL"), o.timeoutMs ?? 60_000);
+      if (o.stdin !== undefined) {
+        const w = child.stdin.getWriter();
+        await w.write(typeof o.stdin === "string" ? new TextEncoder().encode(o.stdin) : o.stdin);
+        await w.close();
+      }
+      const out = await child.output();
+      clearTimeout(timer);
+      const dec = new TextDecoder();
+      return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+    };
+    const addUser = async (name: string, groups: string[], clusterGlobs: string[]) => {
+      await must(["user", "add", name, "--data-dir", dataDir, ...groups.flatMap((g) => ["--group", g])]);
+      if (clusterGlobs.length) {
+        await must([
+          "access",
+          "allow",
+          "--user",
+          name,
+          "--clusters",
+          clusterGlobs.join(","),
+          "--data-dir",
+          dataDir,
+        ]);
+      }
+      const kc = await must([
+        "kubeconfig",
+        "--user",
+        name,
+        "--server",
+        `https://127.0.0.1:${h.port}`,
+        "--data-dir",
+        dataDir,
+      ]);
+      const path = join(dataDir, `kubeconfig-${name}`);
+      await Deno.writeTextFile(path, kc, { mode: 0o600 });
+      return path;
+    };
+    return {
+      hub,
+      dataDir,
+      clusters,
+      added,
+      agents,
+      startAgent: launch,
+      addUser,
+      addTokenUser: async (name, groups, clusterGlobs) => {
+        const out = await must([
+          "user",
+          "add",
+          name,
+          "--token",
+          "--data-dir",
+          dataDir,
+          ...groups.flatMap((g) => ["--group", g]),
+        ]);
+        if (clusterGlobs.length) {
+          await must([
+            "access",
+            "allow",
+            "--user",
+            name,
+            "--clusters",
+            clusterGlobs.join(","),
+            "--data-dir",
+            dataDir,
+          ]);
+        }
+        const token = /(tower_[A-Za-z0-9_-]{43})/.exec(out)?.[1];
+        if (!token) throw new Error(`no token in: ${out}`);
+        return token;
+      },
+      kubectl: runKubectl,
+      spawnKubectl: (kubeconfig, args, env) =>
+        new Deno.Command(kubectlPath, {
+          args: [`--kubeconfig=${kubeconfig}`, ...args],
+          env,
+          stdin: "null",
+          stdout: "piped",
+          stderr: "piped",
+        }).spawn(),
+      kubectlPath,
+      stop,
+    };
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+}

@@ -1,0 +1,402 @@
+/**
+ * The hub's admin commands run as real processes with the server permission set: `cluster add`, `list`,
+ * `remove`, `rotate-token`, `fingerprint`, offline and against a running hub with a connected agent.
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import YAML from "yaml";
+import { hashToken } from "../../lib/registry/mod.ts";
+import {
+  addCluster,
+  type HubProcess,
+  parseIssued,
+  scratchDir,
+  serverCommand,
+  startAgent,
+  startHub,
+  type TowerProcess,
+} from "../helpers/tower_procs.ts";
+import { echoServer, type TestServer } from "../helpers/net_servers.ts";
+
+/** Runs `cluster …` against `dataDir`. */
+function cluster(dataDir: string, verb: string, ...args: string[]) {
+  // The data dir goes first: after a `--` everything is a positional.
+  return serverCommand(["cluster", verb, "--data-dir", dataDir, ...args]);
+}
+
+/** The registry file, parsed. */
+async function registryFile(dataDir: string): Promise<{ text: string; data: Record<string, unknown> }> {
+  const text = await Deno.readTextFile(join(dataDir, "registry.yaml"));
+  return { text, data: YAML.parse(text) as Record<string, unknown> };
+}
+
+function tokenHashOf(data: Record<string, unknown>, name: string): string | undefined {
+  const clusters = data.clusters as { name: string; tokenHash: string }[];
+  return clusters.find((c) => c.name === name)?.tokenHash;
+}
+
+// deno-lint-ignore no-explicit-any
+type K8sObject = Record<string, any>;
+
+/**
+ * A setting of the agent container in a manifest, wherever it is given: `--flag=V` or `--flag V` in
+ * its args, an `env` entry, or a ConfigMap it loads with `envFrom` (flags win, as in the agent).
+ */
+function agentSetting(objects: K8sObject[], flag: string, envName: string): string | undefined {
+  const container = objects.find((o) => o.kind === "Deployment")?.spec.template.spec.containers[0];
+  const args: string[] = container?.args ?? [];
+  for (let i = 0; i < args.length; i++) {
+    if (args[i]!.startsWith(`--${flag}=`)) return args[i]!.slice(flag.length + 3);
+    if (args[i] === `--${flag}`) return args[i + 1];
+  }
+  const env = (container?.env ?? []).find((e: K8sObject) => e.name === envName);
+  if (env) return env.value;
+  for (const from of container?.envFrom ?? []) {
+    const map = objects.find((o) => o.kind === "ConfigMap" && o.metadata.name === from.configMapRef?.name);
+    if (map?.data?.[envName] !== undefined) return map.data[envName];
+  }
+  return undefined;
+}
+
+/** `cluster list` rows by name: the AGENTS column. */
+function agentsColumn(stdout: string): Map<string, number> {
+  const rows = stdout.trim().split("\n").filter((l) => !l.startsWith("NAME") && !l.startsWith("("));
+  return new Map(rows.map((l) => l.split(/\s+/)).map((cells) => [cells[0]!, Number(cells[1])]));
+}
+
+/** Runs `cluster list` until `pred` holds for its output, within `timeoutMs`. */
+async function listUntil(
+  dataDir: string,
+  pred: (stdout: string) => boolean,
+  what: string,
+  timeoutMs = 10_000,
+) {
+  const deadline = Date.now() + timeoutMs;
+  let last = "";
+  while (Date.now() < deadline) {
+    const r = await cluster(dataDir, "list");
+    assert.equal(r.code, 0, r.stderr);
+    last = r.stdout;
+    if (pred(last)) return last;
+  }
+  throw new Error(`cluster list never showed ${what} within ${timeoutMs} ms; last output:\n${last}`);
+}
+
+async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
+  const dir = await scratchDir("admin");
+  try {
+    await fn(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+/** A hub, an echo server and the agents a test starts; all stopped at the end whatever happens. */
+async function withHub(
+  fn: (env: { dir: string; hub: HubProcess; echo: TestServer; agents: TowerProcess[] }) => Promise<void>,
+  before: (dir: string) => Promise<void>,
+): Promise<void> {
+  await withDir(async (dir) => {
+    await before(dir);
+    const echo = await echoServer();
+    const agents: TowerProcess[] = [];
+    let hub: HubProcess | undefined;
+    try {
+      hub = await startHub({ dataDir: dir });
+      await fn({ dir, hub, echo, agents });
+    } finally {
+      await Promise.all(agents.map((a) => a.stop()));
+      await hub?.stop();
+      await echo.close();
+    }
+  });
+}
+
+Deno.test("cluster add prints the token, an agent command and a complete manifest; the registry keeps only the hash", async () => {
+  await withDir(async (dir) => {
+    const r = await cluster(dir, "add", "prod");
+    assert.equal(r.code, 0, r.stderr);
+    const { token, fingerprint, caFile } = parseIssued(r.stdout);
+    assert.match(r.stdout, /^Added cluster 'prod'\./);
+    assert.match(r.stdout, /Join token \(shown once; the hub keeps only its hash\):\n {2}tower_/);
+    assert.equal(caFile, join(dir, "ca.crt"));
+
+    // The command a person can paste.
+    const command = r.stdout.split("\n").find((l) => l.includes("main_agent.ts"))!;
+    assert.ok(command.includes(`TOWER_TOKEN='${token}'`), command);
+    assert.ok(command.includes("--cluster prod"), command);
+    assert.ok(command.includes(`--hub-fingerprint ${fingerprint}`), command);
+    assert.ok(command.includes(`--ca-file ${caFile}`), command);
+    assert.match(command, /--hub wss:\/\/\S+:8443\/tunnel/);
+
+    // The manifest: every document parses and the agent has what it needs.
+    const manifestText = r.stdout.split("(kubectl apply -f -):\n")[1];
+    assert.ok(manifestText, r.stdout);
+    const docs = YAML.parseAllDocuments(manifestText);
+    for (const d of docs) assert.deepEqual(d.errors, []);
+    const objects = docs.map((d) => d.toJS() as K8sObject);
+    const ofKind = (kind: string) => objects.filter((o) => o.kind === kind);
+    assert.equal(ofKind("Namespace")[0]?.metadata.name, "tower-system");
+    assert.equal(ofKind("ServiceAccount")[0]?.metadata.name, "tower-agent");
+    const role = ofKind("ClusterRole")[0]!;
+    const impersonate = (role.rules as { resources: string[]; verbs: string[] }[])
+      .filter((rule) => rule.verbs.includes("impersonate"));
+    assert.ok(impersonate.some((rule) => rule.resources.includes("users")), JSON.stringify(role.rules));
+    assert.ok(impersonate.some((rule) => rule.resources.includes("groups")));
+    assert.ok(ofKind("ClusterRoleBinding").length === 1);
+    const secret = ofKind("Secret")[0]!;
+    assert.equal(secret.stringData.token, token);
+    assert.equal(secret.stringData["hub-ca.crt"], await Deno.readTextFile(caFile));
+    const deployment = ofKind("Deployment")[0]!;
+    assert.equal(deployment.metadata.namespace, "tower-system");
+    assert.equal(deployment.spec.template.spec.serviceAccountName, "tower-agent");
+    assert.equal(agentSetting(objects, "cluster", "TOWER_CLUSTER"), "prod");
+    assert.equal(agentSetting(objects, "hub-fingerprint", "TOWER_HUB_FINGERPRINT"), fingerprint);
+    assert.equal(agentSetting(objects, "token-file", "TOWER_TOKEN_FILE"), "/etc/tower/token");
+    assert.equal(agentSetting(objects, "ca-file", "TOWER_CA_FILE"), "/etc/tower/hub-ca.crt");
+    assert.match(agentSetting(objects, "hub", "TOWER_HUB_URL") ?? "", /^wss:\/\/\S+:8443\/tunnel$/);
+
+    // The registry has the hash, never the token.
+    const reg = await registryFile(dir);
+    assert.ok(!reg.text.includes(token), "token stored in the registry file");
+    assert.ok(!reg.text.includes(token.slice("tower_".length)), "token body stored in the registry file");
+    assert.equal(tokenHashOf(reg.data, "prod"), hashToken(token));
+    assert.equal(
+      (await Deno.stat(join(dir, "registry.yaml"))).mode! & 0o077,
+      0,
+      "registry readable by others",
+    );
+
+    // The token is not shown again by anything else.
+    for (const args of [["list"], ["add", "prod"]] as const) {
+      const again = await cluster(dir, args[0], ...args.slice(1));
+      assert.ok(!again.stdout.includes(token) && !again.stderr.includes(token), args.join(" "));
+    }
+  });
+});
+
+Deno.test("cluster add --hub-url ws:// is remembered and needs no CA file", async () => {
+  await withDir(async (dir) => {
+    const r = await cluster(dir, "add", "edge", "--hub-url", "ws://hub.internal:8080/tunnel");
+    assert.equal(r.code, 0, r.stderr);
+    const command = r.stdout.split("\n").find((l) => l.includes("main_agent.ts"))!;
+    assert.ok(command.includes("--hub ws://hub.internal:8080/tunnel"), command);
+    assert.ok(!command.includes("--ca-file"), command);
+    assert.deepEqual((await registryFile(dir)).data.settings, { publicUrl: "ws://hub.internal:8080/tunnel" });
+    // The next cluster gets the remembered URL without the flag.
+    const next = await cluster(dir, "add", "edge2");
+    assert.ok(next.stdout.includes("Hub: ws://hub.internal:8080/tunnel"), next.stdout);
+    const bad = await cluster(dir, "add", "edge3", "--hub-url", "https://hub.internal/");
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /--hub-url 'https:\/\/hub.internal\/' must be a ws:\/\/ or wss:\/\/ URL/);
+  });
+});
+
+Deno.test("cluster add refuses names that are not DNS labels, with exit code 2", async () => {
+  await withDir(async (dir) => {
+    for (const args of [["A_B"], ["a.b"], ["--", "-x"], ["x".repeat(64)]]) {
+      const r = await cluster(dir, "add", ...args);
+      assert.equal(r.code, 2, `${args}: ${r.stdout}${r.stderr}`);
+      assert.ok(r.stderr.includes("DNS label"), r.stderr);
+      assert.ok(r.stderr.includes(`'${args.at(-1)}'`), r.stderr);
+      assert.equal(r.stdout, "");
+    }
+    // Without '--' the dash is an option; the message says how to pass it.
+    const dash = await cluster(dir, "add", "-x");
+    assert.equal(dash.code, 2);
+    assert.match(dash.stderr, /Unknown option '-x'.*'--'/);
+    assert.deepEqual(
+      (await registryFile(dir).catch(() => ({ data: { clusters: [] } }))).data.clusters ?? [],
+      [],
+    );
+  });
+});
+
+Deno.test("cluster add of an existing name, and remove or rotate-token of an unknown one, are refused", async () => {
+  await withDir(async (dir) => {
+    const first = await addCluster(dir, "prod");
+    const dup = await cluster(dir, "add", "prod");
+    assert.equal(dup.code, 2);
+    assert.match(
+      dup.stderr,
+      /cluster 'prod' already exists \(use 'cluster rotate-token prod' for a new token\)/,
+    );
+    assert.equal(
+      tokenHashOf((await registryFile(dir)).data, "prod"),
+      hashToken(first.token),
+      "hash unchanged",
+    );
+
+    const rm = await cluster(dir, "remove", "nope");
+    assert.equal(rm.code, 2);
+    assert.match(rm.stderr, /cluster 'nope' does not exist/);
+    const rot = await cluster(dir, "rotate-token", "nope");
+    assert.equal(rot.code, 2);
+    assert.match(rot.stderr, /cluster 'nope' does not exist/);
+
+    const noName = await cluster(dir, "remove");
+    assert.equal(noName.code, 2);
+    assert.match(noName.stderr, /cluster remove takes exactly one NAME/);
+    const verb = await cluster(dir, "explode");
+    assert.equal(verb.code, 2);
+    assert.match(verb.stderr, /unknown cluster command 'explode'/);
+
+    const ok = await cluster(dir, "remove", "prod");
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.match(ok.stdout, /Removed cluster 'prod'/);
+    assert.equal(tokenHashOf((await registryFile(dir)).data, "prod"), undefined);
+  });
+});
+
+Deno.test("cluster rotate-token issues a new token and replaces the stored hash", async () => {
+  await withDir(async (dir) => {
+    const first = await addCluster(dir, "prod");
+    const r = await cluster(dir, "rotate-token", "prod");
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^New token for cluster 'prod'\./);
+    const second = parseIssued(r.stdout);
+    assert.notEqual(second.token, first.token);
+    assert.equal(second.fingerprint, first.fingerprint);
+    const reg = await registryFile(dir);
+    assert.equal(tokenHashOf(reg.data, "prod"), hashToken(second.token));
+    assert.ok(!reg.text.includes(second.token));
+    const rec = (reg.data.clusters as Record<string, string>[])[0]!;
+    assert.ok(!Number.isNaN(Date.parse(rec.tokenRotatedAt!)), "tokenRotatedAt recorded");
+  });
+});
+
+Deno.test("cluster list without a running hub lists clusters and says so", async () => {
+  await withDir(async (dir) => {
+    await addCluster(dir, "alpha");
+    await addCluster(dir, "beta");
+    const r = await cluster(dir, "list");
+    assert.equal(r.code, 0, r.stderr);
+    const lines = r.stdout.trim().split("\n");
+    assert.match(lines[0]!, /^NAME\s+AGENTS\s+SINCE\s+BYTES-IN\s+BYTES-OUT$/);
+    assert.match(lines[1]!, /^alpha\s+0\s+-\s+0\s+0$/);
+    assert.match(lines[2]!, /^beta\s+0\s+-\s+0\s+0$/);
+    assert.ok(r.stdout.includes("(the hub is not running"), r.stdout);
+  });
+});
+
+Deno.test("fingerprint is an OpenSSH SHA256 fingerprint, stable across runs and the one add prints", async () => {
+  await withDir(async (dir) => {
+    const a = await serverCommand(["fingerprint", "--data-dir", dir]);
+    const b = await serverCommand(["fingerprint", "--data-dir", dir]);
+    assert.equal(a.code, 0, a.stderr);
+    assert.match(a.stdout, /^SHA256:[A-Za-z0-9+/]{43}\n$/);
+    assert.equal(b.stdout, a.stdout);
+    const added = await addCluster(dir, "prod");
+    assert.equal(added.fingerprint, a.stdout.trim());
+    const other = await fingerprintOfFreshDataDir();
+    assert.notEqual(other, a.stdout, "a different data dir has a different host key");
+  });
+});
+
+/** What `fingerprint` prints for a new, empty data dir. */
+async function fingerprintOfFreshDataDir(): Promise<string> {
+  let out = "";
+  await withDir(async (dir) => {
+    out = (await serverCommand(["fingerprint", "--data-dir", dir])).stdout;
+  });
+  return out;
+}
+
+Deno.test("cluster list against a running hub shows the connected agent", async () => {
+  let added = { token: "", fingerprint: "", caFile: "" };
+  await withHub(async ({ dir, hub, echo, agents }) => {
+    const agent = startAgent({
+      hubUrl: hub.url,
+      cluster: "prod",
+      token: added.token,
+      fingerprint: added.fingerprint,
+      caFile: added.caFile,
+      publish: [`echo=127.0.0.1:${echo.port}`],
+    });
+    agents.push(agent);
+    await agent.waitForMsg("connected to hub");
+    const out = await listUntil(dir, (s) => agentsColumn(s).get("prod") === 1, "AGENTS 1 for prod");
+    assert.equal(agentsColumn(out).get("idle"), 0);
+    assert.ok(!out.includes("the hub is not running"), out);
+    const prodRow = out.split("\n").find((l) => l.startsWith("prod"))!;
+    const [, , since, bytesIn, bytesOut] = prodRow.split(/\s+/);
+    assert.ok(!Number.isNaN(Date.parse(since!)), prodRow);
+    assert.ok(Number(bytesIn) > 0 && Number(bytesOut) > 0, prodRow);
+  }, async (dir) => {
+    added = await addCluster(dir, "prod");
+    await addCluster(dir, "idle");
+  });
+});
+
+Deno.test("cluster remove on a running hub closes the agent's session at once and refuses its return", async () => {
+  let added = { token: "", fingerprint: "", caFile: "" };
+  await withHub(async ({ dir, hub, echo, agents }) => {
+    const agent = startAgent({
+      hubUrl: hub.url,
+      cluster: "prod",
+      token: added.token,
+      fingerprint: added.fingerprint,
+      caFile: added.caFile,
+      publish: [`echo=127.0.0.1:${echo.port}`],
+    });
+    agents.push(agent);
+    await agent.waitForMsg("connected to hub");
+    const hubFrom = hub.lines.length;
+    const agentFrom = agent.lines.length;
+    const r = await cluster(dir, "remove", "prod");
+    assert.equal(r.code, 0, r.stderr);
+    const closing = await hub.waitForMsg("agent session closing", 2000, hubFrom);
+    assert.equal(closing.reason, "cluster removed");
+    const removed = await hub.waitForMsg("cluster removed", 2000, hubFrom);
+    assert.equal(removed.cluster, "prod");
+    assert.equal(removed.sessionsClosed, 1);
+    await agent.waitForMsg("disconnected from hub", 5000, agentFrom);
+    // Reconnect waits at most the first backoff ceiling (1 s).
+    await agent.waitForMsg("hub refused this agent", 10_000, agentFrom);
+    const refusal = await hub.waitForMsg("agent refused", 2000, hubFrom);
+    assert.equal(refusal.reason, "unknown cluster");
+    assert.ok(!hub.dump().includes(added.token) && !agent.dump().includes(added.token), "token in a log");
+  }, async (dir) => {
+    added = await addCluster(dir, "prod");
+  });
+});
+
+Deno.test("cluster rotate-token on a running hub drops and refuses the old token; the new one connects", async () => {
+  let added = { token: "", fingerprint: "", caFile: "" };
+  await withHub(async ({ dir, hub, echo, agents }) => {
+    const agentOpts = {
+      hubUrl: hub.url,
+      cluster: "prod",
+      fingerprint: added.fingerprint,
+      caFile: added.caFile,
+      publish: [`echo=127.0.0.1:${echo.port}`],
+    };
+    const old = startAgent({ ...agentOpts, token: added.token, name: "old-agent" });
+    agents.push(old);
+    await old.waitForMsg("connected to hub");
+    const hubFrom = hub.lines.length;
+    const oldFrom = old.lines.length;
+
+    const r = await cluster(dir, "rotate-token", "prod");
+    assert.equal(r.code, 0, r.stderr);
+    const { token: newToken } = parseIssued(r.stdout);
+    const rotated = await hub.waitForMsg("cluster token rotated", 2000, hubFrom);
+    assert.equal(rotated.sessionsClosed, 1);
+    await old.waitForMsg("disconnected from hub", 5000, oldFrom);
+    await old.waitForMsg("hub refused this agent", 10_000, oldFrom);
+    const refusal = await hub.waitForMsg("agent refused", 2000, hubFrom);
+    assert.equal(refusal.reason, "wrong token");
+
+    const fresh = startAgent({ ...agentOpts, token: newToken, name: "new-agent" });
+    agents.push(fresh);
+    await fresh.waitForMsg("connected to hub");
+    await listUntil(dir, (s) => agentsColumn(s).get("prod") === 1, "AGENTS 1 for prod");
+    for (const p of [hub, old, fresh]) {
+      assert.ok(!p.dump().includes(newToken) && !p.dump().includes(added.token), `token in ${p.name}'s log`);
+    }
+  }, async (dir) => {
+    added = await addCluster(dir, "prod");
+  });
+});
