@@ -19,12 +19,14 @@ import {
   parseFlags,
   parseHostPort,
 } from "./lib/config/mod.ts";
+import { hostname } from "node:os";
 import { logger, setLogLevel } from "./lib/log/log.ts";
 import {
   addCluster,
   addUser,
   allowAccess,
   type IssuedToken,
+  type LbConfig,
   listClusters,
   loadHostKey,
   parseForward,
@@ -35,6 +37,11 @@ import {
   startHub,
   userKubeconfig,
 } from "./lib/server/mod.ts";
+import {
+  credentialsFromKubeconfig,
+  parseServiceRef,
+  startServiceForward,
+} from "./lib/server/service_forward.ts";
 
 const usage = `Tower hub
 
@@ -50,6 +57,8 @@ Usage:
   main_server.ts access allow [--user U]… [--group G]… --clusters GLOB[,GLOB]
   main_server.ts access list
   main_server.ts kubeconfig --user NAME [--server https://HOST:PORT]   kubeconfig with a fresh client cert
+  main_server.ts forward --kubeconfig FILE CLUSTER/NAMESPACE/SERVICE:PORT [HOST:]LOCAL_PORT
+                                             forward a local port to a Service port through the hub
 
 Common flags:
   --data-dir DIR       registry, keys and certificates (default: $TOWER_DATA_DIR or ./.tower)
@@ -63,6 +72,10 @@ serve flags:
   --keepalive DURATION agent keepalive interval; a silent agent is dropped after 3 (default 10s)
   --login-timeout DURATION  a tunnel that has not logged in by then is closed (default 20s)
   --audit-log FILE     one JSON line per proxied request; '-' for stdout (default)
+  --lb-ports LO-HI     serve LoadBalancer Services of connected clusters on public ports from this range
+  --lb-address ADDR    public IP or hostname written into Service status (default: the hub's hostname)
+  --lb-bind HOST       where public LoadBalancer ports listen (default 0.0.0.0)
+  --lb-udp-idle DURATION   idle UDP flows are closed after this (default 60s)
   --log-level LEVEL    debug, info, warn, error (default info)
 `;
 
@@ -86,6 +99,24 @@ Or deploy it into the cluster (kubectl apply -f -):
 ${t.manifest}`);
 }
 
+function lbConfig(values: Record<string, unknown>): LbConfig | undefined {
+  if (values["lb-ports"] === undefined) {
+    if (values["lb-address"] !== undefined) throw new ConfigError("--lb-address needs --lb-ports");
+    return undefined;
+  }
+  const m = /^(\d{1,5})-(\d{1,5})$/.exec(String(values["lb-ports"]));
+  const [lo, hi] = m ? [Number(m[1]), Number(m[2])] : [0, 0];
+  if (!m || lo < 1 || hi > 65535 || lo > hi) {
+    throw new ConfigError(`--lb-ports '${values["lb-ports"]}' must be LO-HI with 1 <= LO <= HI <= 65535`);
+  }
+  return {
+    portRange: [lo, hi],
+    publicAddress: String(values["lb-address"] ?? hostname()),
+    bindHost: String(values["lb-bind"]),
+    udpIdleMs: parseDuration(String(values["lb-udp-idle"]), "--lb-udp-idle"),
+  };
+}
+
 async function serve(args: string[]): Promise<void> {
   const { values } = parseFlags(args, {
     "data-dir": { type: "string" },
@@ -98,6 +129,10 @@ async function serve(args: string[]): Promise<void> {
     keepalive: { type: "string", default: "10s" },
     "login-timeout": { type: "string", default: "20s" },
     "audit-log": { type: "string", default: "-" },
+    "lb-ports": { type: "string" },
+    "lb-address": { type: "string" },
+    "lb-bind": { type: "string", default: "0.0.0.0" },
+    "lb-udp-idle": { type: "string", default: "60s" },
     "log-level": { type: "string", default: "info" },
   });
   const level = String(values["log-level"]);
@@ -125,6 +160,7 @@ async function serve(args: string[]): Promise<void> {
     forwards: (values.forward as string[]).map(parseForward),
     keepaliveMs: parseDuration(String(values.keepalive), "--keepalive"),
     auditLog: String(values["audit-log"]),
+    lb: lbConfig(values),
     handshakeTimeoutMs: parseDuration(String(values["login-timeout"]), "--login-timeout"),
     log,
   });
@@ -278,6 +314,40 @@ async function access(args: string[]): Promise<void> {
   }
 }
 
+async function forward(args: string[]): Promise<void> {
+  const { values, positionals } = parseFlags(args, {
+    kubeconfig: { type: "string" },
+    "log-level": { type: "string", default: "info" },
+  });
+  if (positionals.length !== 2 || !values.kubeconfig) {
+    throw new ConfigError(
+      "usage: forward --kubeconfig FILE CLUSTER/NAMESPACE/SERVICE:PORT [HOST:]LOCAL_PORT",
+    );
+  }
+  const ref = parseServiceRef(positionals[0]!);
+  const listen = parseHostPort(positionals[1]!, "local port", "127.0.0.1");
+  let text: string;
+  try {
+    text = await Deno.readTextFile(String(values.kubeconfig));
+  } catch (e) {
+    throw new ConfigError(`--kubeconfig ${values.kubeconfig}: ${(e as Error).message}`);
+  }
+  const log = logger({ component: "forward" });
+  const fwd = await startServiceForward(
+    { ...ref, ...credentialsFromKubeconfig(text, ref.cluster) },
+    listen.host,
+    listen.port,
+    log,
+  );
+  log.info("forwarding", { listen: `${listen.host}:${fwd.port}`, to: positionals[0] });
+  const stop = async () => {
+    await fwd.close();
+    Deno.exit(0);
+  };
+  Deno.addSignalListener("SIGINT", () => void stop());
+  Deno.addSignalListener("SIGTERM", () => void stop());
+}
+
 async function main(argv: string[]): Promise<void> {
   const [command, ...rest] = argv;
   switch (command) {
@@ -293,6 +363,8 @@ async function main(argv: string[]): Promise<void> {
       return await user(rest);
     case "access":
       return await access(rest);
+    case "forward":
+      return await forward(rest);
     case "kubeconfig": {
       const { values } = parseFlags(rest, {
         "data-dir": { type: "string" },

@@ -11,6 +11,7 @@ import {
   AuthRefusedError,
   Backoff,
   connectHub,
+  type ControlMessage,
   dialTunnel,
   type Endpoint,
   HostKeyMismatchError,
@@ -21,6 +22,8 @@ import {
 import type { AgentConfig } from "./agent_config.ts";
 import { tcpEndpoint } from "./endpoints.ts";
 import { kubeEndpoint } from "./kube_endpoint.ts";
+import { ServiceCatalog } from "./service_catalog.ts";
+import { startServiceController } from "./service_controller.ts";
 
 /** Agent version reported to the hub. */
 export const agentVersion = "0.1.0";
@@ -39,13 +42,9 @@ export interface Agent {
 }
 
 /** Starts the agent loop. */
-export function startAgent(
-  cfg: AgentConfig,
-  log: Logger,
-  extraEndpoints = new Map<string, Endpoint>(),
-): Agent {
+export function startAgent(cfg: AgentConfig, log: Logger): Agent {
   const id = `${hostname()}-${crypto.randomUUID().slice(0, 8)}`;
-  const endpoints = new Map<string, Endpoint>(extraEndpoints);
+  const endpoints = new Map<string, Endpoint>();
   for (const p of cfg.publish) endpoints.set(p.name, tcpEndpoint(p.host, p.port));
   const kube = cfg.kubernetes
     ? kubeEndpoint({ ...cfg.kubernetes, log: log.with({ endpoint: "kubernetes" }) })
@@ -58,6 +57,48 @@ export function startAgent(
   let wake: () => void = () => {};
   const proxy = proxyFor(cfg.hubUrl, cfg.proxyEnv);
   const alog = log.with({ cluster: cfg.cluster, agent: id });
+
+  const controlHandlers = new Set<(msg: ControlMessage) => void>();
+  const connectedHandlers = new Set<() => void>();
+  /** Endpoints that come and go with the cluster's Services; published and withdrawn on the live session. */
+  let serviceNames = new Set<string>();
+  const setServiceEndpoints = (next: Map<string, Endpoint>) => {
+    for (const name of serviceNames) {
+      if (next.has(name)) continue;
+      endpoints.delete(name);
+      void session?.unpublish(name);
+    }
+    for (const [name, ep] of next) {
+      const isNew = !endpoints.has(name);
+      endpoints.set(name, ep);
+      if (isNew) {
+        session?.publish(name, ep).catch((e) => alog.warn("publish failed", { endpoint: name, error: e }));
+      }
+    }
+    serviceNames = new Set(next.keys());
+  };
+  let stopServices: (() => void) | undefined;
+  const catalog = cfg.kubernetes && cfg.services ? new ServiceCatalog(cfg.kubernetes, alog) : undefined;
+  if (catalog && cfg.services) {
+    const services = cfg.services;
+    catalog.start().then(() => {
+      alog.info("watching services", { namespaces: services.allow.namespaces, lbClass: services.lbClass });
+      stopServices = startServiceController({
+        catalog,
+        access: cfg.kubernetes!,
+        allow: services.allow,
+        lbClass: services.lbClass,
+        lbWithoutClass: services.lbWithoutClass,
+        publish: setServiceEndpoints,
+        hub: {
+          send: (msg) => session?.send(msg) ?? false,
+          onControl: (h) => void controlHandlers.add(h),
+          onConnected: (h) => void connectedHandlers.add(h),
+        },
+        log: alog.with({ component: "services" }),
+      });
+    }, (e) => alog.error("service watch could not start", { error: e }));
+  }
 
   const wait = (ms: number) =>
     new Promise<void>((resolve) => {
@@ -95,8 +136,10 @@ export function startAgent(
             alog.info("hub asked for a reconnect", { reason: msg.reason });
             s.close();
           }
+          for (const h of controlHandlers) h(msg);
         });
         for (const [name, ep] of endpoints) await s.publish(name, ep);
+        for (const h of connectedHandlers) h();
         alog.info("connected to hub", {
           hub: cfg.hubUrl.toString(),
           via: proxy ? redactUrl(proxy.toString()) : "direct",
@@ -138,6 +181,8 @@ export function startAgent(
     stop: () => {
       stopped = true;
       kube?.close();
+      stopServices?.();
+      void catalog?.stop();
       session?.close();
       wake();
     },

@@ -14,6 +14,7 @@ import {
 } from "../config/mod.ts";
 import { checkFingerprint, type ProxyEnv } from "../tunnel/mod.ts";
 import type { AuthMode } from "./kube_endpoint.ts";
+import type { ServiceAllowlist } from "./service_controller.ts";
 
 /** A `--publish NAME=HOST:PORT` entry. */
 export interface PublishedTcp {
@@ -37,6 +38,15 @@ export interface AgentConfig {
   logLevel: "debug" | "info" | "warn" | "error";
   /** Serve the cluster's API server as endpoint `kubernetes` (undefined: not enabled). */
   kubernetes: KubernetesConfig | undefined;
+  /** Services for hub users and the LoadBalancer controller (needs `kubernetes`). */
+  services: ServicesConfig | undefined;
+}
+
+/** Which Services the agent serves, and the LoadBalancer class it implements. */
+export interface ServicesConfig {
+  allow: ServiceAllowlist;
+  lbClass: string;
+  lbWithoutClass: boolean;
 }
 
 /** How the agent reaches its cluster's API server. */
@@ -65,6 +75,11 @@ Usage: main_agent.ts [flags]            (each flag also reads the env var in bra
   --apiserver URL           API server (default https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT) [TOWER_APISERVER]
   --sa-dir DIR              ServiceAccount token and ca.crt (default /var/run/secrets/kubernetes.io/serviceaccount) [TOWER_SA_DIR]
   --auth-modes LIST         identity modes this cluster accepts: impersonate, passthrough (default impersonate) [TOWER_AUTH_MODES]
+  --services-namespaces LIST  namespaces whose Services hub users may reach ('*' = all; default none) [TOWER_SERVICES_NAMESPACES]
+  --services-selector K=V,…   only Services with these labels [TOWER_SERVICES_SELECTOR]
+  --lb-class NAME           loadBalancerClass Tower implements (default tower.dev/lb) [TOWER_LB_CLASS]
+  --lb-without-class        also serve LoadBalancer Services that name no class [TOWER_LB_WITHOUT_CLASS=true]
+  --no-services             no Service watch and no LoadBalancer controller [TOWER_SERVICES=false]
 HTTPS_PROXY / HTTP_PROXY / NO_PROXY are honoured (HTTP CONNECT, user:pass@ allowed).
 SIGHUP reconnects at once.`;
 
@@ -88,6 +103,11 @@ export async function loadAgentConfig(
     apiserver: { type: "string" },
     "sa-dir": { type: "string" },
     "auth-modes": { type: "string" },
+    "services-namespaces": { type: "string" },
+    "services-selector": { type: "string" },
+    "lb-class": { type: "string" },
+    "lb-without-class": { type: "boolean" },
+    "no-services": { type: "boolean" },
   });
   if (positionals.length) throw new ConfigError(`unexpected argument '${positionals[0]}'`);
   const get = (flag: string, envName: string) => (values[flag] as string | undefined) ?? env(envName);
@@ -160,8 +180,12 @@ export async function loadAgentConfig(
   const kubeOn = values.kubernetes === true || env("TOWER_KUBERNETES") === "true";
   const kubernetes = kubeOn ? await loadKubernetes(get, env) : undefined;
 
+  const servicesOff = values["no-services"] === true || env("TOWER_SERVICES") === "false";
+  const services = kubernetes && !servicesOff ? loadServices(get, env, values) : undefined;
+
   return {
     kubernetes,
+    services,
     hubUrl,
     cluster: checkClusterName(need("cluster", "TOWER_CLUSTER")),
     token,
@@ -219,4 +243,39 @@ async function loadKubernetes(
   }
   if (!modes.length) throw new ConfigError("--auth-modes names no mode");
   return { apiserver, caPem, tokenFile, modes: modes as AuthMode[] };
+}
+
+function loadServices(
+  get: (flag: string, envName: string) => string | undefined,
+  env: (name: string) => string | undefined,
+  values: Record<string, unknown>,
+): ServicesConfig {
+  const namespaces = (get("services-namespaces", "TOWER_SERVICES_NAMESPACES") ?? "").split(",").map((s) =>
+    s.trim()
+  )
+    .filter(Boolean);
+  for (const ns of namespaces) {
+    if (ns !== "*" && !/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(ns)) {
+      throw new ConfigError(`--services-namespaces: '${ns}' is not a namespace name`);
+    }
+  }
+  const selector: Record<string, string> = {};
+  for (
+    const pair of (get("services-selector", "TOWER_SERVICES_SELECTOR") ?? "").split(",").filter((s) =>
+      s.trim()
+    )
+  ) {
+    const eq = pair.indexOf("=");
+    if (eq <= 0) throw new ConfigError(`--services-selector: '${pair}' is not KEY=VALUE`);
+    selector[pair.slice(0, eq).trim()] = pair.slice(eq + 1).trim();
+  }
+  const lbClass = get("lb-class", "TOWER_LB_CLASS") ?? "tower.dev/lb";
+  if (!/^[a-z0-9.-]+\/[A-Za-z0-9._-]+$/.test(lbClass)) {
+    throw new ConfigError(`--lb-class '${lbClass}' must look like DOMAIN/NAME (e.g. tower.dev/lb)`);
+  }
+  return {
+    allow: { namespaces, selector },
+    lbClass,
+    lbWithoutClass: values["lb-without-class"] === true || env("TOWER_LB_WITHOUT_CLASS") === "true",
+  };
 }

@@ -3,3 +3,5 @@ export { type AgentConfig, agentUsage, loadAgentConfig, type PublishedTcp } from
 export { type Agent, agentVersion, startAgent } from "./agent.ts";
 export { dialPlain, tcpEndpoint } from "./endpoints.ts";
 export { type AuthMode, kubeEndpoint, type KubeEndpointConfig } from "./kube_endpoint.ts";
+export { ServiceCatalog } from "./service_catalog.ts";
+export { startServiceController } from "./service_controller.ts";

@@ -9,6 +9,7 @@ import { ConfigError, isClusterName } from "../config/mod.ts";
 import {
   type AccessRule,
   emptyRegistry,
+  type LoadBalancerPort,
   type Registry,
   type RegistryData,
   type UserRecord,
@@ -42,6 +43,7 @@ export function validateRegistry(raw: unknown, where: string): RegistryData {
     clusters: [],
     users: [],
     access: [],
+    loadBalancers: [],
   };
   (clusters as unknown[]).forEach((c, i) => {
     const at = `clusters[${i}]`;
@@ -76,6 +78,7 @@ export function validateRegistry(raw: unknown, where: string): RegistryData {
   });
   out.users = validateUsers(doc.users ?? [], fail);
   out.access = validateAccess(doc.access ?? [], fail);
+  out.loadBalancers = validateLoadBalancers(doc.loadBalancers ?? [], fail);
   return out;
 }
 
@@ -126,6 +129,36 @@ function validateAccess(raw: unknown, fail: (what: string) => never): AccessRule
     const groups = list("groups", false);
     if (!users && !groups) fail(`${at} names neither users nor groups`);
     return { clusters: list("clusters", true)!, ...(users ? { users } : {}), ...(groups ? { groups } : {}) };
+  });
+}
+
+function validateLoadBalancers(raw: unknown, fail: (what: string) => never): LoadBalancerPort[] {
+  if (!Array.isArray(raw)) fail("loadBalancers must be a list");
+  const taken = new Set<number>();
+  const isPort = (p: unknown) => Number.isInteger(p) && (p as number) > 0 && (p as number) < 65536;
+  return (raw as unknown[]).map((r, i) => {
+    const at = `loadBalancers[${i}]`;
+    const rec = (r ?? {}) as Record<string, unknown>;
+    if (typeof rec.cluster !== "string" || !isClusterName(rec.cluster)) {
+      fail(`${at}.cluster is not a cluster name`);
+    }
+    if (typeof rec.service !== "string" || !/^[a-z0-9.-]+\/[a-z0-9.-]+$/.test(rec.service)) {
+      fail(`${at}.service must be NAMESPACE/NAME`);
+    }
+    if (!isPort(rec.port) || !isPort(rec.publicPort)) {
+      fail(`${at}.port and .publicPort must be TCP/UDP port numbers`);
+    }
+    if (rec.protocol !== "TCP" && rec.protocol !== "UDP") fail(`${at}.protocol must be TCP or UDP`);
+    const key = (rec.publicPort as number) * 2 + (rec.protocol === "UDP" ? 1 : 0);
+    if (taken.has(key)) fail(`${at}.publicPort ${rec.publicPort}/${rec.protocol} is given twice`);
+    taken.add(key);
+    return {
+      cluster: rec.cluster as string,
+      service: rec.service as string,
+      port: rec.port as number,
+      protocol: rec.protocol as "TCP" | "UDP",
+      publicPort: rec.publicPort as number,
+    };
   });
 }
 

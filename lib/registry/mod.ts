@@ -7,6 +7,7 @@ export {
   type ClusterRecord,
   emptyRegistry,
   type HubSettings,
+  type LoadBalancerPort,
   type Registry,
   type RegistryData,
   type UserRecord,

@@ -48,6 +48,18 @@ export interface HubSettings {
   publicUrl?: string;
 }
 
+/** A public hub port given to one port of a cluster's LoadBalancer Service. */
+export interface LoadBalancerPort {
+  cluster: string;
+  /** `NAMESPACE/NAME` of the Service. */
+  service: string;
+  /** The Service port. */
+  port: number;
+  protocol: "TCP" | "UDP";
+  /** The hub port that serves it. */
+  publicPort: number;
+}
+
 /** Everything the registry holds. */
 export interface RegistryData {
   version: 1;
@@ -55,6 +67,7 @@ export interface RegistryData {
   clusters: ClusterRecord[];
   users: UserRecord[];
   access: AccessRule[];
+  loadBalancers: LoadBalancerPort[];
 }
 
 /** Storage of the registry. Writers see a consistent snapshot: `update` is read-modify-write under a lock. */
@@ -69,5 +82,5 @@ export interface Registry {
 
 /** An empty registry. */
 export function emptyRegistry(): RegistryData {
-  return { version: 1, settings: {}, clusters: [], users: [], access: [] };
+  return { version: 1, settings: {}, clusters: [], users: [], access: [], loadBalancers: [] };
 }

@@ -15,6 +15,7 @@ import { answer, type FrontDoor, refuseUpgrade, startFrontDoor } from "./front_d
 import { type ForwardListener, type ForwardRule, startForward } from "./tcp_forward.ts";
 import { kubeProxy } from "./kube_proxy.ts";
 import { type AuditLog, openAuditLog } from "./audit.ts";
+import { type LbConfig, LbManager } from "./lb_manager.ts";
 
 /** Tower's version, reported in hellos and `/version`-like places. */
 export const towerVersion = "0.1.0";
@@ -33,6 +34,8 @@ export interface HubConfig {
   handshakeTimeoutMs: number;
   /** Audit log destination: `-` for stdout, or a file. */
   auditLog: string;
+  /** Public LoadBalancer ports; undefined: LoadBalancer Services are not served. */
+  lb?: LbConfig | undefined;
   log: Logger;
 }
 
@@ -43,6 +46,7 @@ export interface Hub {
   /** The hub CA certificate (PEM), which agents and kubeconfigs trust. */
   ca: CertPair;
   sessions: ClusterSessions;
+  lb: LbManager | undefined;
   frontDoor: FrontDoor;
   forwards: ForwardListener[];
   registry(): RegistryData;
@@ -64,6 +68,8 @@ export async function startHub(config: HubConfig): Promise<Hub> {
   );
 
   const sessions = new ClusterSessions();
+  const lb = config.lb ? new LbManager(config.lb, sessions, registryStore, log) : undefined;
+  await lb?.start(registry);
   const ssh = new SshHub({
     hostKey: hostKey.key,
     authenticate: agentAuthenticator(() => registry, log),
@@ -76,6 +82,10 @@ export async function startHub(config: HubConfig): Promise<Hub> {
     },
     handshakeTimeoutMs: config.handshakeTimeoutMs,
     keepaliveMs: config.keepaliveMs,
+    onControl: (agent, msg) => {
+      if (lb?.onControl(agent, msg)) return;
+      log.debug("control message ignored", { agent: agent.id, type: msg.type });
+    },
     version: towerVersion,
     log,
   });
@@ -151,6 +161,7 @@ export async function startHub(config: HubConfig): Promise<Hub> {
     for (const [name, hash] of before) {
       if (!after.has(name)) {
         const n = sessions.closeCluster(name, "cluster removed");
+        void lb?.releaseCluster(name);
         log.info("cluster removed", { cluster: name, sessionsClosed: n });
       } else if (after.get(name) !== hash) {
         const n = sessions.closeCluster(name, "join token rotated");
@@ -197,6 +208,7 @@ export async function startHub(config: HubConfig): Promise<Hub> {
     fingerprint: hostKey.fingerprint,
     ca,
     sessions,
+    lb,
     frontDoor,
     forwards,
     registry: () => registry,
@@ -213,6 +225,7 @@ export async function startHub(config: HubConfig): Promise<Hub> {
         ...doors.map((d) => d?.close()),
       ]);
       await audit.close();
+      await lb?.close();
       await Deno.remove(statusPath).catch(() => {});
     },
   };

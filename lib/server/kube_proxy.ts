@@ -21,7 +21,7 @@ import {
   type Upstream,
   writeRawResponse,
 } from "../proxy/mod.ts";
-import type { AgentConnection } from "../tunnel/mod.ts";
+import { type AgentConnection, eofFramed, eofFramedUpgrade, splice } from "../tunnel/mod.ts";
 import { type ClusterSessions, NoAgentError, UnsuitableAgentError } from "./cluster_sessions.ts";
 import { authenticate, type Identity, mayReach } from "./user_auth.ts";
 import type { AuditLog } from "./audit.ts";
@@ -42,15 +42,49 @@ export interface KubeProxyDeps {
 
 /** A request refused before proxying, with its HTTP status and a message kubectl prints. */
 class Refusal extends Error {
-  constructor(readonly code: number, message: string) {
+  /** `who` is the authenticated caller when known, so the audit line names whom the hub refused. */
+  constructor(readonly code: number, message: string, readonly who?: Identity) {
     super(message);
   }
 }
 
-/** Where a request goes: its cluster, and the path on that cluster's API server. */
+/** Where a request goes: its cluster, and the path on that cluster's API server or Service. */
 export interface KubeRoute {
   cluster: string;
   path: string;
+  /** Set for `/clusters/NAME/services/NS/SVC:PORT/…`: a Service port inside the cluster. */
+  service?: { namespace: string; name: string; port: string };
+}
+
+const servicePath =
+  /^\/services\/([a-z0-9]([-a-z0-9]*[a-z0-9])?)\/([a-z0-9]([-a-z0-9]*[a-z0-9])?):([a-z0-9-]{1,15})(\/.*)?$/;
+
+/** Splits a service path off a cluster path, or returns the API route as is. */
+function withService(r: KubeRoute): KubeRoute {
+  const q = r.path.indexOf("?");
+  const path = q < 0 ? r.path : r.path.slice(0, q);
+  if (path !== "/services" && !path.startsWith("/services/")) return r;
+  const m = servicePath.exec(path);
+  if (!m) throw new Refusal(400, "service paths look like /clusters/NAME/services/NAMESPACE/SERVICE:PORT/…");
+  return {
+    cluster: r.cluster,
+    path: (m[6] ?? "/") + (q < 0 ? "" : r.path.slice(q)),
+    service: { namespace: m[1]!, name: m[3]!, port: m[5]! },
+  };
+}
+
+/** Headers for a Service: hub credentials and identity headers never reach in-cluster services. */
+function serviceHeaders(
+  rawHeaders: string[],
+  svc: NonNullable<KubeRoute["service"]>,
+): http.OutgoingHttpHeaders {
+  const headers = endToEndHeaders(rawHeaders);
+  for (const name of Object.keys(headers)) {
+    if (name.startsWith("impersonate-") || name.startsWith("x-tower-")) delete headers[name];
+  }
+  delete headers.authorization;
+  headers.host = `${svc.name}.${svc.namespace}.svc:${svc.port}`;
+  return headers;
 }
 
 /**
@@ -119,10 +153,12 @@ export function kubeProxy(deps: KubeProxyDeps): {
   /** Handles `/clusters/…` upgrades; false for other paths. */
   upgrade: (req: http.IncomingMessage, socket: Duplex, head: Uint8Array, fixedCluster?: string) => boolean;
 } {
-  const route = (req: http.IncomingMessage, fixedCluster?: string): KubeRoute | undefined =>
-    fixedCluster
+  const route = (req: http.IncomingMessage, fixedCluster?: string): KubeRoute | undefined => {
+    const r = fixedCluster
       ? { cluster: fixedCluster, path: checkedPath((req.url ?? "/").split("?")[0]!) + query(req) }
       : parseClusterPath(req.url ?? "/");
+    return r && withService(r);
+  };
   const query = (req: http.IncomingMessage) => {
     const u = req.url ?? "";
     const q = u.indexOf("?");
@@ -135,26 +171,33 @@ export function kubeProxy(deps: KubeProxyDeps): {
     const record: ClusterRecord | undefined = registry.clusters.find((c) => c.name === r.cluster);
     if (!record) throw new Refusal(404, `cluster '${r.cluster}' is not registered on this hub`);
     const mode: AuthMode = record.mode ?? "impersonate";
-    const auth = authenticate(req, registry, mode === "passthrough");
+    // A passthrough cluster's Authorization header is the cluster's; Service paths never pass it on.
+    const auth = authenticate(req, registry, mode === "passthrough" && !r.service);
     if (!auth.ok) throw new Refusal(401, `Unauthorized: ${auth.reason}`);
     const who = auth.identity;
     if (!mayReach(who, r.cluster, registry)) {
-      throw new Refusal(403, `user '${who.user}' may not reach cluster '${r.cluster}' through this hub`);
+      throw new Refusal(403, `user '${who.user}' may not reach cluster '${r.cluster}' through this hub`, who);
     }
     try {
-      const { channel, agent } = await deps.sessions.openChannel(
-        r.cluster,
-        kubernetesEndpoint,
-        agentAllows(mode),
-        `the agents of cluster '%s' do not accept auth mode '${mode}'`,
-      );
+      const svc = r.service;
+      const { channel, agent } = svc
+        ? await deps.sessions.openChannel(r.cluster, `svc/${svc.namespace}/${svc.name}:${svc.port}`)
+        : await deps.sessions.openChannel(
+          r.cluster,
+          kubernetesEndpoint,
+          agentAllows(mode),
+          `the agents of cluster '%s' do not accept auth mode '${mode}'`,
+        );
       return { who, mode, channel, agent };
     } catch (e) {
-      if (e instanceof UnsuitableAgentError) throw new Refusal(502, e.message);
-      if (e instanceof NoAgentError) throw new Refusal(503, e.message);
+      if (e instanceof UnsuitableAgentError) throw new Refusal(502, e.message, who);
+      if (e instanceof NoAgentError) throw new Refusal(503, e.message, who);
       throw e;
     }
   };
+
+  const targetHeaders = (req: http.IncomingMessage, r: KubeRoute, mode: AuthMode, who: Identity) =>
+    r.service ? serviceHeaders(req.rawHeaders, r.service) : identityHeaders(req.rawHeaders, mode, who);
 
   const upstreamOver = (channel: Duplex): Upstream => ({
     request: (o) =>
@@ -171,14 +214,18 @@ export function kubeProxy(deps: KubeProxyDeps): {
     who?: Identity,
     agent?: AgentConnection,
   ) => {
-    const [path, q = ""] = r.path.split("?");
+    const [rest, q = ""] = r.path.split("?");
+    const svc = r.service;
+    const path = svc
+      ? `/services/${svc.namespace}/${svc.name}:${svc.port}${rest === "/" ? "" : rest}`
+      : rest!;
     deps.audit.record({
       user: who?.user,
       groups: who?.groups,
       cluster: r.cluster,
       method: req.method ?? "GET",
-      verb: kubeVerb(req.method ?? "GET", path!, new URLSearchParams(q)),
-      path: path!,
+      verb: svc ? "proxy" : kubeVerb(req.method ?? "GET", path, new URLSearchParams(q)),
+      path,
       status: outcome.status,
       bytesIn: outcome.bytesIn,
       bytesOut: outcome.bytesOut,
@@ -214,7 +261,7 @@ export function kubeProxy(deps: KubeProxyDeps): {
         const outcome = await proxyRequest(
           req,
           res,
-          { path: kr.path, headers: identityHeaders(req.rawHeaders, mode, who) },
+          { path: kr.path, headers: targetHeaders(req, kr, mode, who) },
           upstreamOver(channel),
           (e) => sendStatus(res, 502, `cluster '${kr.cluster}': ${e.message}`),
         );
@@ -225,7 +272,13 @@ export function kubeProxy(deps: KubeProxyDeps): {
         if (!(e instanceof Refusal)) deps.log.error("kube proxy failed", { error: e });
         req.resume();
         sendStatus(res, code, e.message);
-        audit(req, kr, started, { status: code, bytesIn: 0, bytesOut: 0, upgraded: false, error: e.message });
+        audit(
+          req,
+          kr,
+          started,
+          { status: code, bytesIn: 0, bytesOut: 0, upgraded: false, error: e.message },
+          e instanceof Refusal ? e.who : undefined,
+        );
       });
       return true;
     },
@@ -251,11 +304,34 @@ export function kubeProxy(deps: KubeProxyDeps): {
       const started = performance.now();
       const kr = r;
       admit(req, kr).then(async ({ who, mode, channel, agent }) => {
+        if (kr.service && (req.headers.upgrade ?? "").toLowerCase() === eofFramedUpgrade) {
+          // A TCP stream to the Service port (`main_server.ts forward`): answer the upgrade, then splice.
+          socket.write(
+            `HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: ${eofFramedUpgrade}\r\n\r\n`,
+          );
+          if (head.length) socket.unshift(head);
+          splice(eofFramed(socket), channel, (stats) =>
+            audit(
+              req,
+              kr,
+              started,
+              {
+                status: 101,
+                bytesIn: stats.aToB,
+                bytesOut: stats.bToA,
+                upgraded: true,
+                ...(stats.error ? { error: stats.error.message } : {}),
+              },
+              who,
+              agent,
+            ));
+          return;
+        }
         const outcome = await proxyUpgrade(
           req,
           socket,
           head,
-          { path: kr.path, headers: identityHeaders(req.rawHeaders, mode, who) },
+          { path: kr.path, headers: targetHeaders(req, kr, mode, who) },
           upstreamOver(channel),
           (e) => refuse(502, `cluster '${kr.cluster}': ${e.message}`),
         );
@@ -264,7 +340,13 @@ export function kubeProxy(deps: KubeProxyDeps): {
       }, (e: Error) => {
         const code = e instanceof Refusal ? e.code : 500;
         refuse(code, e.message);
-        audit(req, kr, started, { status: code, bytesIn: 0, bytesOut: 0, upgraded: false, error: e.message });
+        audit(
+          req,
+          kr,
+          started,
+          { status: code, bytesIn: 0, bytesOut: 0, upgraded: false, error: e.message },
+          e instanceof Refusal ? e.who : undefined,
+        );
       });
       return true;
     },

@@ -27,6 +27,8 @@ export interface SshHubOptions {
   handshakeTimeoutMs: number;
   /** Keepalive interval; a silent agent is dropped after 3 intervals. */
   keepaliveMs: number;
+  /** Receives every control message other than the hello. */
+  onControl?(agent: AgentConnection, msg: ControlMessage): void;
   /** Version string sent in the hub's hello. */
   version: string;
   log: Logger;
@@ -285,6 +287,8 @@ export class SshHub {
       const ka = Number(msg.keepaliveMs);
       if (Number.isFinite(ka) && ka >= 100) agent.keepaliveMs = ka;
       agent.send({ type: "hello", version: this.#opts.version });
+      return;
     }
+    this.#opts.onControl?.(agent, msg);
   }
 }

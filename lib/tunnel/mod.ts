@@ -21,3 +21,5 @@ export {
   type TunnelStream,
   tunnelWebSocketServer,
 } from "./websocket_stream.ts";
+export { DatagramDecoder, encodeDatagram, maxDatagramBytes } from "./datagram_framing.ts";
+export { eofFramed, eofFramedUpgrade } from "./eof_framing.ts";

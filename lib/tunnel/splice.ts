@@ -46,10 +46,14 @@ export function splice(a: Duplex, b: Duplex, onDone?: (stats: SpliceStats) => vo
     if (from.readableEnded) queueMicrotask(onEnd);
     else from.once("end", onEnd);
     from.once("error", (e: Error) => finish(e));
-    // A close before both halves completed is an abort: nothing more can cross.
     from.once("close", () => {
       const s = state.get(from)!;
-      if (!s.readEnded || !s.writeDone) setImmediate(() => finish());
+      // A close before the read half ended is an abort: nothing more can cross.
+      if (!s.readEnded) return setImmediate(() => finish());
+      // A clean end followed by a full close (a server answering and hanging up): nothing more can be
+      // written to `from`, but what it sent must still reach the other side before both are destroyed.
+      s.writeDone = true;
+      if (state.get(a)!.writeDone && state.get(b)!.writeDone) finish();
     });
     from.pipe(to, { end: false });
   };

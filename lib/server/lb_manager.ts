@@ -1,0 +1,330 @@
+/**
+ * Public ports for LoadBalancer Services of connected clusters. Agents send the ports their
+ * LoadBalancer Services want (`lb-sync`); the hub gives each a port from a configured range, keeps the
+ * allocation in the registry (so it survives agent reconnects and hub restarts), listens on it, and
+ * carries each TCP connection or UDP flow over a channel to an agent of that cluster.
+ *
+ * UDP: one channel per client address (a flow), datagrams framed as in lib/tunnel/datagram_framing.ts;
+ * flows idle longer than `udpIdleMs` are closed, so replies always go back to the client that asked.
+ * @module
+ */
+
+import dgram from "node:dgram";
+import net from "node:net";
+import type { Duplex } from "node:stream";
+import type { Logger } from "../log/log.ts";
+import type { LoadBalancerPort, Registry, RegistryData } from "../registry/mod.ts";
+import {
+  type AgentConnection,
+  type ControlMessage,
+  DatagramDecoder,
+  encodeDatagram,
+  splice,
+} from "../tunnel/mod.ts";
+import type { ClusterSessions } from "./cluster_sessions.ts";
+
+/** LoadBalancer settings of the hub. */
+export interface LbConfig {
+  /** Inclusive range of public ports to hand out. */
+  portRange: [number, number];
+  /** Address written into Service status: an IP or a hostname. */
+  publicAddress: string;
+  /** Where the public listeners bind. */
+  bindHost: string;
+  udpIdleMs: number;
+}
+
+/** A port the agent asked for. */
+interface WantedPort {
+  port: number;
+  protocol: "TCP" | "UDP";
+}
+
+/** A running public listener. */
+interface Listener {
+  alloc: LoadBalancerPort;
+  close(): Promise<void>;
+}
+
+const keyOf = (a: Pick<LoadBalancerPort, "cluster" | "service" | "port" | "protocol">) =>
+  `${a.cluster}/${a.service}:${a.port}/${a.protocol}`;
+
+/** The channel endpoint name an agent publishes for a Service port. */
+export function serviceEndpointName(service: string, port: number, protocol: "TCP" | "UDP"): string {
+  return `svc/${service}:${port}${protocol === "UDP" ? "/udp" : ""}`;
+}
+
+/** Allocates, persists and serves public LoadBalancer ports. */
+export class LbManager {
+  readonly #cfg: LbConfig;
+  readonly #sessions: ClusterSessions;
+  readonly #registry: Registry;
+  readonly #log: Logger;
+  readonly #listeners = new Map<string, Listener>();
+  /** One allocation change at a time, so two agents' syncs never hand out the same port. */
+  #queue: Promise<unknown> = Promise.resolve();
+
+  constructor(cfg: LbConfig, sessions: ClusterSessions, registry: Registry, log: Logger) {
+    this.#cfg = cfg;
+    this.#sessions = sessions;
+    this.#registry = registry;
+    this.#log = log.with({ component: "lb" });
+  }
+
+  /** Opens listeners for every allocation already in the registry. */
+  async start(data: RegistryData): Promise<void> {
+    for (const a of data.loadBalancers) await this.#listen(a);
+  }
+
+  /** Closes every listener. */
+  async close(): Promise<void> {
+    await Promise.all([...this.#listeners.values()].map((l) => l.close()));
+    this.#listeners.clear();
+  }
+
+  /** Allocations currently served (for tests and status). */
+  allocations(): LoadBalancerPort[] {
+    return [...this.#listeners.values()].map((l) => l.alloc);
+  }
+
+  /** Handles a control message from an agent; true when it was an LB message. */
+  onControl(agent: AgentConnection, msg: ControlMessage): boolean {
+    if (msg.type !== "lb-sync") return false;
+    const services = parseSync(msg.services);
+    if (!services) {
+      this.#log.warn("malformed lb-sync ignored", { agent: agent.id });
+      return true;
+    }
+    this.#queue = this.#queue.then(() => this.#sync(agent, services)).catch((e) =>
+      this.#log.error("lb sync failed", { agent: agent.id, error: e })
+    );
+    return true;
+  }
+
+  /** Releases every allocation of a cluster (it was removed from the hub). */
+  releaseCluster(cluster: string): Promise<void> {
+    this.#queue = this.#queue.then(() => this.#apply(cluster, new Map())).catch((e) =>
+      this.#log.error("lb release failed", { cluster, error: e })
+    );
+    return this.#queue as Promise<void>;
+  }
+
+  async #sync(agent: AgentConnection, services: Map<string, WantedPort[]>): Promise<void> {
+    const result = await this.#apply(agent.cluster, services);
+    const ip = net.isIP(this.#cfg.publicAddress)
+      ? { ip: this.#cfg.publicAddress }
+      : { hostname: this.#cfg.publicAddress };
+    // Every agent of the cluster writes the same status; whichever writes first wins, the rest agree.
+    const msg = { type: "lb-status", address: ip, services: result };
+    for (const a of this.#sessions.of(agent.cluster)) a.send(msg);
+  }
+
+  /** Makes the cluster's allocations match `services`; returns the per-Service outcome. */
+  async #apply(
+    cluster: string,
+    services: Map<string, WantedPort[]>,
+  ): Promise<{ service: string; ports: (WantedPort & { publicPort?: number; error?: string })[] }[]> {
+    const wanted = new Map<string, { service: string } & WantedPort>();
+    for (const [service, ports] of services) {
+      for (const p of ports) wanted.set(keyOf({ cluster, service, ...p }), { service, ...p });
+    }
+    const failures = new Map<string, string>();
+    const added: LoadBalancerPort[] = [];
+    const removed: LoadBalancerPort[] = [];
+    await this.#registry.update((data) => {
+      const mine = data.loadBalancers.filter((a) => a.cluster === cluster);
+      for (const a of mine) if (!wanted.has(keyOf(a))) removed.push(a);
+      data.loadBalancers = data.loadBalancers.filter((a) => a.cluster !== cluster || wanted.has(keyOf(a)));
+      const used = new Set(data.loadBalancers.map((a) => `${a.publicPort}/${a.protocol}`));
+      for (const [key, w] of wanted) {
+        if (data.loadBalancers.some((a) => keyOf(a) === key)) continue;
+        const free = this.#freePort(w.protocol, used);
+        if (free === undefined) {
+          failures.set(key, `no free ${w.protocol} port in ${this.#cfg.portRange.join("-")}`);
+          continue;
+        }
+        const alloc = { cluster, service: w.service, port: w.port, protocol: w.protocol, publicPort: free };
+        used.add(`${free}/${w.protocol}`);
+        data.loadBalancers.push(alloc);
+        added.push(alloc);
+      }
+    });
+    for (const a of removed) await this.#unlisten(a);
+    for (const a of added) {
+      const error = await this.#listen(a);
+      if (error) {
+        failures.set(keyOf(a), error);
+        await this.#registry.update((data) => {
+          data.loadBalancers = data.loadBalancers.filter((x) => keyOf(x) !== keyOf(a));
+        });
+      }
+    }
+    if (added.length || removed.length) {
+      this.#log.info("lb ports changed", {
+        cluster,
+        added: added.map((a) => `${a.service}:${a.port}/${a.protocol}→${a.publicPort}`),
+        released: removed.map((a) => `${a.service}:${a.port}/${a.protocol}→${a.publicPort}`),
+      });
+    }
+    return [...services].map(([service, ports]) => ({
+      service,
+      ports: ports.map((p) => {
+        const key = keyOf({ cluster, service, ...p });
+        const l = this.#listeners.get(key);
+        return l
+          ? { ...p, publicPort: l.alloc.publicPort }
+          : { ...p, error: failures.get(key) ?? "not allocated" };
+      }),
+    }));
+  }
+
+  #freePort(protocol: string, used: Set<string>): number | undefined {
+    const [lo, hi] = this.#cfg.portRange;
+    for (let p = lo; p <= hi; p++) if (!used.has(`${p}/${protocol}`)) return p;
+    return undefined;
+  }
+
+  async #unlisten(a: LoadBalancerPort): Promise<void> {
+    const l = this.#listeners.get(keyOf(a));
+    this.#listeners.delete(keyOf(a));
+    await l?.close();
+  }
+
+  /** Starts serving an allocation; returns an error message when the port cannot be bound. */
+  async #listen(a: LoadBalancerPort): Promise<string | undefined> {
+    if (this.#listeners.has(keyOf(a))) return undefined;
+    try {
+      const l = a.protocol === "TCP" ? await this.#listenTcp(a) : await this.#listenUdp(a);
+      this.#listeners.set(keyOf(a), l);
+      this.#log.info("lb port listening", {
+        service: `${a.cluster}/${a.service}:${a.port}/${a.protocol}`,
+        publicPort: a.publicPort,
+      });
+      return undefined;
+    } catch (e) {
+      this.#log.error("lb port not available", { publicPort: a.publicPort, protocol: a.protocol, error: e });
+      return `port ${a.publicPort}/${a.protocol} cannot be bound on the hub: ${(e as Error).message}`;
+    }
+  }
+
+  #listenTcp(a: LoadBalancerPort): Promise<Listener> {
+    const endpoint = serviceEndpointName(a.service, a.port, "TCP");
+    const sockets = new Set<net.Socket>();
+    const server = net.createServer({ allowHalfOpen: true }, (socket) => {
+      socket.setNoDelay(true);
+      socket.on("error", () => {});
+      sockets.add(socket);
+      socket.once("close", () => sockets.delete(socket));
+      this.#sessions.openChannel(a.cluster, endpoint).then(({ channel }) => splice(socket, channel), (e) => {
+        this.#log.warn("lb connection refused", { service: `${a.cluster}/${a.service}:${a.port}`, error: e });
+        socket.destroy();
+      });
+    });
+    return new Promise((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(a.publicPort, this.#cfg.bindHost, () => {
+        server.off("error", reject);
+        resolve({
+          alloc: a,
+          close: () =>
+            new Promise((r) => {
+              for (const s of sockets) s.destroy();
+              server.close(() => r());
+            }),
+        });
+      });
+    });
+  }
+
+  #listenUdp(a: LoadBalancerPort): Promise<Listener> {
+    const endpoint = serviceEndpointName(a.service, a.port, "UDP");
+    const socket = dgram.createSocket(net.isIPv6(this.#cfg.bindHost) ? "udp6" : "udp4");
+    type Flow = { channel?: Duplex; queue: Uint8Array[]; lastSeen: number };
+    const flows = new Map<string, Flow>();
+    const endFlow = (key: string) => {
+      const f = flows.get(key);
+      flows.delete(key);
+      f?.channel?.destroy();
+    };
+    socket.on("message", (msg: Uint8Array, rinfo: dgram.RemoteInfo) => {
+      const key = `${rinfo.address}|${rinfo.port}`;
+      let flow = flows.get(key);
+      if (!flow) {
+        const f: Flow = { queue: [msg], lastSeen: Date.now() };
+        flow = f;
+        flows.set(key, f);
+        this.#sessions.openChannel(a.cluster, endpoint).then(({ channel }) => {
+          if (flows.get(key) !== f) return channel.destroy();
+          f.channel = channel;
+          const decoder = new DatagramDecoder();
+          channel.on("data", (chunk: Uint8Array) => {
+            f.lastSeen = Date.now();
+            try {
+              for (const d of decoder.push(chunk)) socket.send(d, rinfo.port, rinfo.address);
+            } catch {
+              endFlow(key);
+            }
+          });
+          channel.once("close", () => flows.get(key) === f && flows.delete(key));
+          channel.on("error", () => endFlow(key));
+          for (const d of f.queue) channel.write(encodeDatagram(d));
+          f.queue = [];
+        }, (e) => {
+          this.#log.debug("lb udp flow refused", {
+            service: `${a.cluster}/${a.service}:${a.port}`,
+            error: e,
+          });
+          if (flows.get(key) === f) flows.delete(key);
+        });
+        return;
+      }
+      flow.lastSeen = Date.now();
+      if (flow.channel) {
+        // Past a window's worth of backlog, drop: UDP may, and memory stays bounded.
+        if (flow.channel.writableLength < 1 << 20) flow.channel.write(encodeDatagram(msg));
+      } else if (flow.queue.length < 64) flow.queue.push(msg);
+    });
+    socket.on("error", (e) => this.#log.warn("lb udp socket error", { publicPort: a.publicPort, error: e }));
+    const sweep = setInterval(() => {
+      const cutoff = Date.now() - this.#cfg.udpIdleMs;
+      for (const [key, f] of flows) if (f.lastSeen < cutoff) endFlow(key);
+    }, Math.min(1000, this.#cfg.udpIdleMs));
+    return new Promise((resolve, reject) => {
+      socket.once("error", reject);
+      socket.bind(a.publicPort, this.#cfg.bindHost, () => {
+        socket.off("error", reject);
+        resolve({
+          alloc: a,
+          close: () =>
+            new Promise((r) => {
+              clearInterval(sweep);
+              for (const key of [...flows.keys()]) endFlow(key);
+              socket.close(() => r());
+            }),
+        });
+      });
+    });
+  }
+}
+
+/** Validates an `lb-sync` payload. */
+function parseSync(raw: unknown): Map<string, WantedPort[]> | undefined {
+  if (!Array.isArray(raw)) return undefined;
+  const out = new Map<string, WantedPort[]>();
+  for (const s of raw) {
+    if (
+      !s || typeof s.service !== "string" || !/^[a-z0-9.-]+\/[a-z0-9.-]+$/.test(s.service) ||
+      !Array.isArray(s.ports)
+    ) {
+      return undefined;
+    }
+    const ports: WantedPort[] = [];
+    for (const p of s.ports) {
+      if (!Number.isInteger(p?.port) || p.port < 1 || p.port > 65535) return undefined;
+      if (p.protocol !== "TCP" && p.protocol !== "UDP") return undefined;
+      ports.push({ port: p.port, protocol: p.protocol });
+    }
+    out.set(s.service, ports);
+  }
+  return out;
+}
