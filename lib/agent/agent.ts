@@ -22,6 +22,7 @@ import {
 import type { AgentConfig } from "./agent_config.ts";
 import { tcpEndpoint } from "./endpoints.ts";
 import { kubeEndpoint } from "./kube_endpoint.ts";
+import { kubernetesEndpoint } from "../kube/endpoint_names.ts";
 import { ServiceCatalog } from "./service_catalog.ts";
 import { startServiceController } from "./service_controller.ts";
 
@@ -49,7 +50,7 @@ export function startAgent(cfg: AgentConfig, log: Logger): Agent {
   const kube = cfg.kubernetes
     ? kubeEndpoint({ ...cfg.kubernetes, log: log.with({ endpoint: "kubernetes" }) })
     : undefined;
-  if (kube) endpoints.set("kubernetes", kube);
+  if (kube) endpoints.set(kubernetesEndpoint, kube);
   const backoff = new Backoff({ baseMs: 1000, capMs: cfg.backoffCapMs, resetAfterMs: 60_000 });
   let session: HubSession | undefined;
   let stopped = false;

@@ -4,7 +4,7 @@
  * - Services the operator allowed (namespaces + label selector; none by default) are published for hub
  *   users as `svc/NS/NAME:PORT` (and `:PORTNAME`), TCP only.
  * - Services of type LoadBalancer with Tower's `loadBalancerClass` (optionally: with no class) are
- *   published too (`…:PORT` for TCP, `…:PORT/udp` for UDP), and their ports are sent to the hub
+ *   published as `lb/NS/NAME:PORT` (TCP) and `lb/NS/NAME:PORT/udp`, and their ports are sent to the hub
  *   (`lb-sync` on the control stream). The hub answers with the public ports it allocated (`lb-status`);
  *   the controller writes them to `status.loadBalancer.ingress`, and reports a port that could not be
  *   allocated as a Warning Event and a `TowerPortsAllocated=False` condition.
@@ -16,6 +16,7 @@ import type { Logger } from "../log/log.ts";
 import type { ControlMessage, Endpoint } from "../tunnel/mod.ts";
 import { type ApiAccess, kubeConfigFor, type ServiceCatalog } from "./service_catalog.ts";
 import { serviceTcpEndpoint, serviceUdpEndpoint } from "./service_endpoints.ts";
+import { lbEndpointName, serviceEndpointName } from "../kube/endpoint_names.ts";
 
 /** Which Services hub users may reach through the agent. */
 export interface ServiceAllowlist {
@@ -95,22 +96,25 @@ export function startServiceController(opts: ServiceControllerOptions): () => vo
       const namespace = s.metadata!.namespace!;
       const name = s.metadata!.name!;
       const lb = isLb(s);
-      if (!lb && !allowed(s)) continue;
+      const forUsers = allowed(s);
+      if (!lb && !forUsers) continue;
       for (const p of s.spec?.ports ?? []) {
         const protocol = p.protocol ?? "TCP";
-        if (protocol === "UDP") {
-          if (lb) {
-            endpoints.set(
-              `svc/${namespace}/${name}:${p.port}/udp`,
-              serviceUdpEndpoint(catalog, { namespace, name, port: p.port }, log),
-            );
-          }
-          continue;
+        const ref = { namespace, name, port: p.port };
+        // Public LoadBalancer traffic and hub users' Service access are published under separate names,
+        // so a LoadBalancer Service is not reachable through the user path unless the allowlist says so.
+        if (lb && protocol === "UDP") {
+          endpoints.set(
+            lbEndpointName(`${namespace}/${name}`, p.port, "UDP"),
+            serviceUdpEndpoint(catalog, ref, log),
+          );
         }
         if (protocol !== "TCP") continue;
-        const ep = serviceTcpEndpoint(catalog, { namespace, name, port: p.port }, log);
-        endpoints.set(`svc/${namespace}/${name}:${p.port}`, ep);
-        if (p.name && !lb) endpoints.set(`svc/${namespace}/${name}:${p.name}`, ep);
+        const ep = serviceTcpEndpoint(catalog, ref, log);
+        if (lb) endpoints.set(lbEndpointName(`${namespace}/${name}`, p.port, "TCP"), ep);
+        if (!forUsers) continue;
+        endpoints.set(serviceEndpointName(namespace, name, p.port), ep);
+        if (p.name) endpoints.set(serviceEndpointName(namespace, name, p.name), ep);
       }
     }
     opts.publish(endpoints);

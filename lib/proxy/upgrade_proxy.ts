@@ -110,8 +110,8 @@ export async function proxyRequest(
     up.once("response", (ures: http.IncomingMessage) => {
       outcome.status = ures.statusCode ?? 502;
       res.writeHead(outcome.status, ures.statusMessage, endToEndHeaders(ures.rawHeaders));
-      // Send headers now: a watch may not write its first event for minutes.
-      res.flushHeaders();
+      // A streamed body (watch, logs -f) may not write its first chunk for minutes: send headers now.
+      if (ures.headers["content-length"] === undefined) res.flushHeaders();
       ures.on("data", (c: Uint8Array) => void (outcome.bytesOut += c.length));
       ures.pipe(res);
       ures.once("end", () => settle());

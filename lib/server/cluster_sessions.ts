@@ -112,12 +112,8 @@ export class ClusterSessions {
       const agent = this.pick(cluster, endpoint, tried, suits);
       if (!agent) {
         if (lastError) throw new NoAgentError(lastError.message);
-        const all = this.of(cluster);
-        if (all.length === 0) throw new NoAgentError(`cluster '${cluster}' has no connected agent`);
-        if (!all.some((a) => a.endpoints.has(endpoint))) {
-          throw new NoAgentError(`no agent of cluster '${cluster}' publishes endpoint '${endpoint}'`);
-        }
-        throw new UnsuitableAgentError(unsuitable.replace("%s", cluster));
+        this.requireAgent(cluster, endpoint, suits, unsuitable);
+        throw new NoAgentError(`no agent of cluster '${cluster}' can take a channel to '${endpoint}'`);
       }
       tried.add(agent);
       try {
@@ -126,6 +122,25 @@ export class ClusterSessions {
         lastError = e as Error;
       }
     }
+  }
+
+  /**
+   * Throws NoAgentError when no agent of `cluster` publishes `endpoint`, UnsuitableAgentError when some
+   * do but none `suits`; returns otherwise.
+   */
+  requireAgent(
+    cluster: string,
+    endpoint: string,
+    suits?: (a: AgentConnection) => boolean,
+    unsuitable = "no connected agent of cluster '%s' suits this request",
+  ): void {
+    if (this.pick(cluster, endpoint, undefined, suits)) return;
+    const all = this.of(cluster);
+    if (all.length === 0) throw new NoAgentError(`cluster '${cluster}' has no connected agent`);
+    if (!all.some((a) => a.endpoints.has(endpoint))) {
+      throw new NoAgentError(`no agent of cluster '${cluster}' publishes endpoint '${endpoint}'`);
+    }
+    throw new UnsuitableAgentError(unsuitable.replace("%s", cluster));
   }
 
   /** Summaries of every session, by cluster. */

@@ -12,6 +12,7 @@ import type { Logger } from "../log/log.ts";
 import { isClusterName } from "../config/mod.ts";
 import type { AuthMode, ClusterRecord, RegistryData } from "../registry/mod.ts";
 import { kubeStatusText, kubeVerb } from "../kube/status.ts";
+import { kubernetesEndpoint, serviceEndpointName } from "../kube/endpoint_names.ts";
 import {
   endToEndHeaders,
   isUpgrade,
@@ -24,10 +25,8 @@ import {
 import { type AgentConnection, eofFramed, eofFramedUpgrade, splice } from "../tunnel/mod.ts";
 import { type ClusterSessions, NoAgentError, UnsuitableAgentError } from "./cluster_sessions.ts";
 import { authenticate, type Identity, mayReach } from "./user_auth.ts";
+import { ChannelReserve } from "./channel_pool.ts";
 import type { AuditLog } from "./audit.ts";
-
-/** Endpoint name under which agents publish their cluster's API server. */
-export const kubernetesEndpoint = "kubernetes";
 
 /** Header telling the agent which identity mode a request uses. */
 export const authModeHeader = "x-tower-auth-mode";
@@ -38,6 +37,19 @@ export interface KubeProxyDeps {
   registry: () => RegistryData;
   audit: AuditLog;
   log: Logger;
+}
+
+/** An admitted request: who sent it and how to reach its target. */
+interface Admitted {
+  who: Identity;
+  mode: AuthMode;
+  upstream: Upstream;
+  /** The channel this request owns. */
+  channel: Duplex;
+  /** The agent session that carried (or carries) the request, once known. */
+  carrier(): AgentConnection | undefined;
+  /** Gives back what the request held. */
+  release(): void;
 }
 
 /** A request refused before proxying, with its HTTP status and a message kubectl prints. */
@@ -83,7 +95,9 @@ function serviceHeaders(
     if (name.startsWith("impersonate-") || name.startsWith("x-tower-")) delete headers[name];
   }
   delete headers.authorization;
-  headers.host = `${svc.name}.${svc.namespace}.svc:${svc.port}`;
+  // A named port (`hello:http`) cannot go into Host: a name there makes the header invalid, and
+  // backends reject the request. The hub does not know the number, so Host then carries no port.
+  headers.host = `${svc.name}.${svc.namespace}.svc${/^\d+$/.test(svc.port) ? `:${svc.port}` : ""}`;
   return headers;
 }
 
@@ -165,8 +179,22 @@ export function kubeProxy(deps: KubeProxyDeps): {
     return q < 0 ? "" : u.slice(q);
   };
 
-  /** Everything up to opening the channel: who, may they, which agent. */
-  const admit = async (req: http.IncomingMessage, r: KubeRoute) => {
+  // Ready channels to each cluster's API server, per auth mode.
+  const reserves = new Map<string, ChannelReserve>();
+  const reserveFor = (cluster: string, mode: AuthMode) => {
+    const key = `${cluster}|${mode}`;
+    let reserve = reserves.get(key);
+    if (!reserve) {
+      reserve = new ChannelReserve(() =>
+        deps.sessions.openChannel(cluster, kubernetesEndpoint, agentAllows(mode))
+      );
+      reserves.set(key, reserve);
+    }
+    return reserve;
+  };
+
+  /** Everything up to the upstream connection: who, may they, and how to reach the target. */
+  const admit = async (req: http.IncomingMessage, r: KubeRoute): Promise<Admitted> => {
     const registry = deps.registry();
     const record: ClusterRecord | undefined = registry.clusters.find((c) => c.name === r.cluster);
     if (!record) throw new Refusal(404, `cluster '${r.cluster}' is not registered on this hub`);
@@ -178,17 +206,38 @@ export function kubeProxy(deps: KubeProxyDeps): {
     if (!mayReach(who, r.cluster, registry)) {
       throw new Refusal(403, `user '${who.user}' may not reach cluster '${r.cluster}' through this hub`, who);
     }
+    const svc = r.service;
+    const endpoint = svc ? serviceEndpointName(svc.namespace, svc.name, svc.port) : kubernetesEndpoint;
+    const suits = svc ? undefined : agentAllows(mode);
+    const unsuitable = `the agents of cluster '%s' do not accept auth mode '${mode}'`;
     try {
-      const svc = r.service;
-      const { channel, agent } = svc
-        ? await deps.sessions.openChannel(r.cluster, `svc/${svc.namespace}/${svc.name}:${svc.port}`)
-        : await deps.sessions.openChannel(
-          r.cluster,
-          kubernetesEndpoint,
-          agentAllows(mode),
-          `the agents of cluster '%s' do not accept auth mode '${mode}'`,
-        );
-      return { who, mode, channel, agent };
+      let opened: { channel: Duplex; agent: AgentConnection };
+      if (!svc) {
+        // API requests (and upgrades) take a ready channel, so they do not wait for a channel open.
+        deps.sessions.requireAgent(r.cluster, endpoint, suits, unsuitable);
+        opened = await reserveFor(r.cluster, mode).take();
+      } else {
+        opened = await deps.sessions.openChannel(r.cluster, endpoint);
+      }
+      const { channel, agent } = opened;
+      // One channel per request: Deno's http client must not pool it (see channel_pool.ts).
+      return {
+        who,
+        mode,
+        channel,
+        upstream: {
+          request: (o) =>
+            Promise.resolve(
+              http.request({
+                ...o,
+                agent: false,
+                createConnection: () => channel as unknown as import("node:net").Socket,
+              }),
+            ),
+        },
+        carrier: () => agent,
+        release: () => channel.destroy(),
+      };
     } catch (e) {
       if (e instanceof UnsuitableAgentError) throw new Refusal(502, e.message, who);
       if (e instanceof NoAgentError) throw new Refusal(503, e.message, who);
@@ -198,13 +247,6 @@ export function kubeProxy(deps: KubeProxyDeps): {
 
   const targetHeaders = (req: http.IncomingMessage, r: KubeRoute, mode: AuthMode, who: Identity) =>
     r.service ? serviceHeaders(req.rawHeaders, r.service) : identityHeaders(req.rawHeaders, mode, who);
-
-  const upstreamOver = (channel: Duplex): Upstream => ({
-    request: (o) =>
-      Promise.resolve(
-        http.request({ ...o, createConnection: () => channel as unknown as import("node:net").Socket }),
-      ),
-  });
 
   const audit = (
     req: http.IncomingMessage,
@@ -257,16 +299,16 @@ export function kubeProxy(deps: KubeProxyDeps): {
       if (!r) return false;
       const started = performance.now();
       const kr = r;
-      admit(req, kr).then(async ({ who, mode, channel, agent }) => {
+      admit(req, kr).then(async (a) => {
         const outcome = await proxyRequest(
           req,
           res,
-          { path: kr.path, headers: targetHeaders(req, kr, mode, who) },
-          upstreamOver(channel),
+          { path: kr.path, headers: targetHeaders(req, kr, a.mode, a.who) },
+          a.upstream,
           (e) => sendStatus(res, 502, `cluster '${kr.cluster}': ${e.message}`),
         );
-        channel.destroy();
-        audit(req, kr, started, outcome, who, agent);
+        a.release();
+        audit(req, kr, started, outcome, a.who, a.carrier());
       }, (e: Error) => {
         const code = e instanceof Refusal ? e.code : 500;
         if (!(e instanceof Refusal)) deps.log.error("kube proxy failed", { error: e });
@@ -303,14 +345,15 @@ export function kubeProxy(deps: KubeProxyDeps): {
       if (!isUpgrade(req)) return false;
       const started = performance.now();
       const kr = r;
-      admit(req, kr).then(async ({ who, mode, channel, agent }) => {
+      admit(req, kr).then(async (a) => {
+        const { who, agent } = { who: a.who, agent: a.carrier() };
         if (kr.service && (req.headers.upgrade ?? "").toLowerCase() === eofFramedUpgrade) {
           // A TCP stream to the Service port (`main_server.ts forward`): answer the upgrade, then splice.
           socket.write(
             `HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: ${eofFramedUpgrade}\r\n\r\n`,
           );
           if (head.length) socket.unshift(head);
-          splice(eofFramed(socket), channel, (stats) =>
+          splice(eofFramed(socket), a.channel, (stats) =>
             audit(
               req,
               kr,
@@ -331,11 +374,11 @@ export function kubeProxy(deps: KubeProxyDeps): {
           req,
           socket,
           head,
-          { path: kr.path, headers: targetHeaders(req, kr, mode, who) },
-          upstreamOver(channel),
+          { path: kr.path, headers: targetHeaders(req, kr, a.mode, who) },
+          a.upstream,
           (e) => refuse(502, `cluster '${kr.cluster}': ${e.message}`),
         );
-        channel.destroy();
+        a.release();
         audit(req, kr, started, outcome, who, agent);
       }, (e: Error) => {
         const code = e instanceof Refusal ? e.code : 500;

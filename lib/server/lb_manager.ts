@@ -22,6 +22,7 @@ import {
   splice,
 } from "../tunnel/mod.ts";
 import type { ClusterSessions } from "./cluster_sessions.ts";
+import { lbEndpointName } from "../kube/endpoint_names.ts";
 
 /** LoadBalancer settings of the hub. */
 export interface LbConfig {
@@ -48,11 +49,6 @@ interface Listener {
 
 const keyOf = (a: Pick<LoadBalancerPort, "cluster" | "service" | "port" | "protocol">) =>
   `${a.cluster}/${a.service}:${a.port}/${a.protocol}`;
-
-/** The channel endpoint name an agent publishes for a Service port. */
-export function serviceEndpointName(service: string, port: number, protocol: "TCP" | "UDP"): string {
-  return `svc/${service}:${port}${protocol === "UDP" ? "/udp" : ""}`;
-}
 
 /** Allocates, persists and serves public LoadBalancer ports. */
 export class LbManager {
@@ -208,7 +204,7 @@ export class LbManager {
   }
 
   #listenTcp(a: LoadBalancerPort): Promise<Listener> {
-    const endpoint = serviceEndpointName(a.service, a.port, "TCP");
+    const endpoint = lbEndpointName(a.service, a.port, "TCP");
     const sockets = new Set<net.Socket>();
     const server = net.createServer({ allowHalfOpen: true }, (socket) => {
       socket.setNoDelay(true);
@@ -237,7 +233,7 @@ export class LbManager {
   }
 
   #listenUdp(a: LoadBalancerPort): Promise<Listener> {
-    const endpoint = serviceEndpointName(a.service, a.port, "UDP");
+    const endpoint = lbEndpointName(a.service, a.port, "UDP");
     const socket = dgram.createSocket(net.isIPv6(this.#cfg.bindHost) ? "udp6" : "udp4");
     type Flow = { channel?: Duplex; queue: Uint8Array[]; lastSeen: number };
     const flows = new Map<string, Flow>();

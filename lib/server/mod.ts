@@ -23,4 +23,4 @@ export {
 } from "./user_admin.ts";
 export { authenticate, globMatch, type Identity, mayReach } from "./user_auth.ts";
 export { identityHeaders, kubeProxy, parseClusterPath } from "./kube_proxy.ts";
-export { type LbConfig, LbManager, serviceEndpointName } from "./lb_manager.ts";
+export { type LbConfig, LbManager } from "./lb_manager.ts";

@@ -1,0 +1,67 @@
+/**
+ * Channels opened ahead of need, so a request to a cluster's API server does not wait for an SSH
+ * channel open (a round trip through the tunnel). Each channel carries one request and is then closed.
+ *
+ * Why not HTTP keep-alive with an `http.Agent` over channels: Deno's `node:http` client does not reuse
+ * connections an Agent creates asynchronously, and it hands a connection passed per request through
+ * `createConnection` to a later request, which then hangs. So every request gets `agent: false` and a
+ * channel of its own (measured in BENCHMARKS.md).
+ * @module
+ */
+
+import type { Duplex } from "node:stream";
+import type { AgentConnection } from "../tunnel/mod.ts";
+
+/** Opens a channel and says which agent session carries it. */
+export type ChannelOpener = () => Promise<{ channel: Duplex; agent: AgentConnection }>;
+
+/** A channel with the agent session that carries it. */
+export interface OpenChannel {
+  channel: Duplex;
+  agent: AgentConnection;
+}
+
+/** Keeps up to `size` unused open channels ready to hand out. */
+export class ChannelReserve {
+  readonly #open: ChannelOpener;
+  readonly #size: number;
+  readonly #ready: OpenChannel[] = [];
+  #opening = 0;
+
+  constructor(open: ChannelOpener, size = 4) {
+    this.#open = open;
+    this.#size = size;
+  }
+
+  /** A channel: a ready one when there is one, else a newly opened one. Refills in the background. */
+  async take(): Promise<OpenChannel> {
+    let got: OpenChannel | undefined;
+    while ((got = this.#ready.shift())) {
+      if (!got.channel.destroyed && !got.agent.closed && !got.agent.isLate()) break;
+      got.channel.destroy();
+    }
+    this.#refill();
+    return got ?? await this.#open();
+  }
+
+  /** Closes every ready channel. */
+  drain(): void {
+    for (const c of this.#ready.splice(0)) c.channel.destroy();
+  }
+
+  #refill(): void {
+    while (this.#ready.length + this.#opening < this.#size) {
+      this.#opening++;
+      this.#open().then((c) => {
+        this.#ready.push(c);
+        // A channel that dies while waiting (its agent went away) leaves the reserve.
+        c.channel.once("close", () => {
+          const i = this.#ready.indexOf(c);
+          if (i >= 0) this.#ready.splice(i, 1);
+        });
+      }, () => {
+        // No agent right now: the next take() opens (and reports the error) itself.
+      }).finally(() => this.#opening--);
+    }
+  }
+}
