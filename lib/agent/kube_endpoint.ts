@@ -11,7 +11,14 @@ import type { Duplex } from "node:stream";
 import { Buffer } from "node:buffer";
 import type { Logger } from "../log/log.ts";
 import type { Endpoint } from "../tunnel/mod.ts";
-import { isUpgrade, proxyRequest, proxyUpgrade, type Upstream, writeRawResponse } from "../proxy/mod.ts";
+import {
+  endToEndHeaders,
+  isUpgrade,
+  proxyRequest,
+  proxyUpgrade,
+  type Upstream,
+  writeRawResponse,
+} from "../proxy/mod.ts";
 import { kubeStatusText } from "../kube/status.ts";
 
 /** How the hub passes identity; the agent decides which it accepts. */
@@ -81,18 +88,10 @@ export function kubeEndpoint(cfg: KubeEndpointConfig): Endpoint & { close(): voi
     if (!cfg.modes.includes(mode)) {
       return { refuse: [403, `this cluster's agent does not accept auth mode '${mode}'`] };
     }
-    const headers: http.OutgoingHttpHeaders = {};
-    for (let i = 0; i < req.rawHeaders.length; i += 2) {
-      const name = req.rawHeaders[i]!.toLowerCase();
-      if (name === modeHeader || name === "host") continue;
-      const value = req.rawHeaders[i + 1]!;
-      const prev = headers[name];
-      headers[name] = prev === undefined
-        ? value
-        : Array.isArray(prev)
-        ? [...prev, value]
-        : [String(prev), value];
-    }
+    // Hop-by-hop headers stay on their hop: a `Connection: close` from the hub would cost a new TLS
+    // connection to the API server per request.
+    const headers = endToEndHeaders(req.rawHeaders);
+    delete headers[modeHeader];
     headers.host = cfg.apiserver.host;
     if (mode === "impersonate") {
       // Without an identity to impersonate the request would run with the agent's own rights.

@@ -110,11 +110,27 @@ export async function proxyRequest(
     up.once("response", (ures: http.IncomingMessage) => {
       outcome.status = ures.statusCode ?? 502;
       res.writeHead(outcome.status, ures.statusMessage, endToEndHeaders(ures.rawHeaders));
-      // A streamed body (watch, logs -f) may not write its first chunk for minutes: send headers now.
-      if (ures.headers["content-length"] === undefined) res.flushHeaders();
-      ures.on("data", (c: Uint8Array) => void (outcome.bytesOut += c.length));
-      ures.pipe(res);
-      ures.once("end", () => settle());
+      // A streamed body (watch, logs -f) may not write its first chunk for minutes: send headers now. Not
+      // for answers that never have a body (HEAD, 204, 304, e.g. kubectl revalidating its OpenAPI cache):
+      // Deno's node:https server then never writes the next response on that keep-alive connection.
+      const bodiless = req.method === "HEAD" || outcome.status === 204 || outcome.status === 304;
+      if (!bodiless && ures.headers["content-length"] === undefined) res.flushHeaders();
+      // Not ures.pipe(res): in Deno, a response with Content-Length whose last bytes are written
+      // before a separate end() wedges the keep-alive connection (the next response never goes out).
+      // So the chunk that completes the length is sent with end().
+      const length = Number(ures.headers["content-length"]);
+      ures.on("data", (c: Uint8Array) => {
+        outcome.bytesOut += c.length;
+        if (outcome.bytesOut >= length) return void res.end(c);
+        if (!res.write(c)) {
+          ures.pause();
+          res.once("drain", () => ures.resume());
+        }
+      });
+      ures.once("end", () => {
+        if (!res.writableEnded) res.end();
+        settle();
+      });
       ures.once("error", (e: Error) => {
         res.destroy();
         settle(e);

@@ -2,13 +2,15 @@
  * Channels opened ahead of need, so a request to a cluster's API server does not wait for an SSH
  * channel open (a round trip through the tunnel). Each channel carries one request and is then closed.
  *
- * Why not HTTP keep-alive with an `http.Agent` over channels: Deno's `node:http` client does not reuse
- * connections an Agent creates asynchronously, and it hands a connection passed per request through
- * `createConnection` to a later request, which then hangs. So every request gets `agent: false` and a
- * channel of its own (measured in BENCHMARKS.md).
+ * Why not HTTP keep-alive with an `http.Agent` over channels: in Deno's `node:http` client an Agent does
+ * not reuse connections it created asynchronously; a `createConnection` passed per request without an
+ * agent lands in the global keep-alive pool and is handed to a later request, which then hangs; and
+ * `agent: false` ignores `createConnection` altogether. What works is {@link oneShotAgent}: an agent per
+ * request whose only connection is the channel, given synchronously.
  * @module
  */
 
+import http from "node:http";
 import type { Duplex } from "node:stream";
 import type { AgentConnection } from "../tunnel/mod.ts";
 
@@ -64,4 +66,11 @@ export class ChannelReserve {
       }).finally(() => this.#opening--);
     }
   }
+}
+
+/** An `http.Agent` for exactly one request over `channel` (see the module note for why). */
+export function oneShotAgent(channel: Duplex): http.Agent {
+  const agent = new http.Agent({ keepAlive: false });
+  agent.createConnection = () => channel as unknown as import("node:net").Socket;
+  return agent;
 }

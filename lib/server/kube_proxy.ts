@@ -25,7 +25,7 @@ import {
 import { type AgentConnection, eofFramed, eofFramedUpgrade, splice } from "../tunnel/mod.ts";
 import { type ClusterSessions, NoAgentError, UnsuitableAgentError } from "./cluster_sessions.ts";
 import { authenticate, type Identity, mayReach } from "./user_auth.ts";
-import { ChannelReserve } from "./channel_pool.ts";
+import { ChannelReserve, oneShotAgent } from "./channel_pool.ts";
 import type { AuditLog } from "./audit.ts";
 
 /** Header telling the agent which identity mode a request uses. */
@@ -220,7 +220,7 @@ export function kubeProxy(deps: KubeProxyDeps): {
         opened = await deps.sessions.openChannel(r.cluster, endpoint);
       }
       const { channel, agent } = opened;
-      // One channel per request: Deno's http client must not pool it (see channel_pool.ts).
+      // One channel per request, through an agent of its own (see channel_pool.ts).
       return {
         who,
         mode,
@@ -230,8 +230,7 @@ export function kubeProxy(deps: KubeProxyDeps): {
             Promise.resolve(
               http.request({
                 ...o,
-                agent: false,
-                createConnection: () => channel as unknown as import("node:net").Socket,
+                agent: oneShotAgent(channel),
               }),
             ),
         },
