@@ -17,6 +17,8 @@ export interface Target {
   cert?: string;
   key?: string;
   token?: string;
+  /** Extra request headers (e.g. Impersonate-User, as the agent sends them). */
+  headers?: Record<string, string>;
 }
 
 /** A job for this generator. */
@@ -47,6 +49,7 @@ function client(t: Target, concurrency = 64) {
         agent,
         headers: {
           accept: "application/json",
+          ...t.headers,
           ...(t.token ? { authorization: `Bearer ${t.token}` } : {}),
           ...(payload
             ? {

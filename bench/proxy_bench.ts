@@ -62,12 +62,27 @@ export async function proxyBench(opts: ProxyBenchOptions): Promise<Row[]> {
       ca: await Deno.readTextFile(cluster.caFile),
       token: cluster.tokens.admin!,
     };
+    // What the agent itself sends: its ServiceAccount token plus impersonation. Separates the API
+    // server's cost of impersonation from Tower's own cost.
+    const creds = await cluster.agentCredentials();
+    const directImpersonating: Target = {
+      ...direct,
+      token: creds.token,
+      headers: { "impersonate-user": "bench", "impersonate-group": "system:masters" },
+    };
     await runJob(cluster, { mode: "seed", target: direct, namespace: "bench", count: 1, sizeBytes: 64 });
     const one = "/api/v1/namespaces/bench/configmaps/cm-0";
     for (const concurrency of [1, 32]) {
       const d = await runJob(cluster, {
         mode: "latency",
         target: direct,
+        path: one,
+        concurrency,
+        seconds: opts.seconds,
+      });
+      const di = await runJob(cluster, {
+        mode: "latency",
+        target: directImpersonating,
         path: one,
         concurrency,
         seconds: opts.seconds,
@@ -83,11 +98,14 @@ export async function proxyBench(opts: ProxyBenchOptions): Promise<Row[]> {
         scenario: "latency",
         case: `GET configmap, concurrency ${concurrency}`,
         directP50ms: round(d.p50ms!),
+        directImpersonatingP50ms: round(di.p50ms!),
         hubP50ms: round(h.p50ms!),
         addedP50ms: round(h.p50ms! - d.p50ms!),
         directP99ms: round(d.p99ms!),
+        directImpersonatingP99ms: round(di.p99ms!),
         hubP99ms: round(h.p99ms!),
         addedP99ms: round(h.p99ms! - d.p99ms!),
+        directImpersonatingRps: Math.round(di.rps!),
         directRps: Math.round(d.rps!),
         hubRps: Math.round(h.rps!),
         rpsRatio: round(h.rps! / d.rps!),
