@@ -11,15 +11,8 @@ import type { Duplex } from "node:stream";
 import { Buffer } from "node:buffer";
 import type { Logger } from "../log/log.ts";
 import type { Endpoint } from "../tunnel/mod.ts";
-import {
-  endToEndHeaders,
-  isUpgrade,
-  proxyRequest,
-  proxyUpgrade,
-  type Upstream,
-  writeRawResponse,
-} from "../proxy/mod.ts";
-import { kubeStatusText } from "../kube/status.ts";
+import { endToEndHeaders, isUpgrade, proxyRequest, proxyUpgrade, type Upstream } from "../proxy/mod.ts";
+import { kubeStatusText, refuseWithStatus } from "../kube/status.ts";
 
 /** How the hub passes identity; the agent decides which it accepts. */
 export type AuthMode = "impersonate" | "passthrough";
@@ -128,24 +121,12 @@ export function kubeEndpoint(cfg: KubeEndpointConfig): Endpoint & { close(): voi
     const t = rewrite(req);
     if ("refuse" in t || !isUpgrade(req)) {
       const [code, message] = "refuse" in t ? t.refuse : [400, "not an upgrade"];
-      writeRawResponse(
-        socket,
-        code,
-        http.STATUS_CODES[code] ?? "",
-        kubeStatusText(code, message),
-        "application/json",
-      );
+      refuseWithStatus(socket, code, message);
       return;
     }
     void proxyUpgrade(req, socket, head, { path: req.url ?? "/", headers: t.headers }, upstream, (e) => {
       cfg.log.warn("apiserver upgrade failed", { error: e });
-      writeRawResponse(
-        socket,
-        502,
-        "Bad Gateway",
-        kubeStatusText(502, `agent: ${e.message}`),
-        "application/json",
-      );
+      refuseWithStatus(socket, 502, `agent: ${e.message}`);
     });
   });
   // Watches, logs -f and exec streams live as long as the user wants.

@@ -3,6 +3,10 @@
  * @module
  */
 
+import http from "node:http";
+import type { Duplex } from "node:stream";
+import { writeRawResponse } from "../proxy/mod.ts";
+
 /** HTTP status → Kubernetes `reason`. */
 const reasons: Record<number, string> = {
   400: "BadRequest",
@@ -34,6 +38,17 @@ export function kubeStatus(code: number, message: string): Record<string, unknow
 /** The JSON text of {@link kubeStatus}. */
 export function kubeStatusText(code: number, message: string): string {
   return JSON.stringify(kubeStatus(code, message));
+}
+
+/** Answers an upgrade request on its raw socket with a `metav1.Status` body, and closes it. */
+export function refuseWithStatus(socket: Duplex, code: number, message: string): void {
+  writeRawResponse(
+    socket,
+    code,
+    http.STATUS_CODES[code] ?? "",
+    kubeStatusText(code, message),
+    "application/json",
+  );
 }
 
 /** The Kubernetes verb of a request, as the apiserver's audit log names it. */

@@ -11,7 +11,7 @@ import type { Duplex } from "node:stream";
 import type { Logger } from "../log/log.ts";
 import { isClusterName } from "../config/mod.ts";
 import type { AuthMode, ClusterRecord, RegistryData } from "../registry/mod.ts";
-import { kubeStatusText, kubeVerb } from "../kube/status.ts";
+import { kubeStatusText, kubeVerb, refuseWithStatus } from "../kube/status.ts";
 import { kubernetesEndpoint, serviceEndpointName } from "../kube/endpoint_names.ts";
 import {
   endToEndHeaders,
@@ -20,7 +20,6 @@ import {
   proxyRequest,
   proxyUpgrade,
   type Upstream,
-  writeRawResponse,
 } from "../proxy/mod.ts";
 import { type AgentConnection, eofFramed, eofFramedUpgrade, splice } from "../tunnel/mod.ts";
 import { type ClusterSessions, NoAgentError, UnsuitableAgentError } from "./cluster_sessions.ts";
@@ -278,6 +277,15 @@ export function kubeProxy(deps: KubeProxyDeps): {
     });
   };
 
+  const auditRefusal = (req: http.IncomingMessage, r: KubeRoute, started: number, code: number, e: Error) =>
+    audit(
+      req,
+      r,
+      started,
+      { status: code, bytesIn: 0, bytesOut: 0, upgraded: false, error: e.message },
+      e instanceof Refusal ? e.who : undefined,
+    );
+
   const sendStatus = (res: http.ServerResponse, code: number, message: string) => {
     if (res.headersSent) return res.destroy();
     const body = kubeStatusText(code, message);
@@ -313,25 +321,12 @@ export function kubeProxy(deps: KubeProxyDeps): {
         if (!(e instanceof Refusal)) deps.log.error("kube proxy failed", { error: e });
         req.resume();
         sendStatus(res, code, e.message);
-        audit(
-          req,
-          kr,
-          started,
-          { status: code, bytesIn: 0, bytesOut: 0, upgraded: false, error: e.message },
-          e instanceof Refusal ? e.who : undefined,
-        );
+        auditRefusal(req, kr, started, code, e);
       });
       return true;
     },
     upgrade: (req, socket, head, fixedCluster) => {
-      const refuse = (code: number, message: string) =>
-        writeRawResponse(
-          socket,
-          code,
-          http.STATUS_CODES[code] ?? "",
-          kubeStatusText(code, message),
-          "application/json",
-        );
+      const refuse = (code: number, message: string) => refuseWithStatus(socket, code, message);
       let r: KubeRoute | undefined;
       try {
         r = route(req, fixedCluster);
@@ -382,13 +377,7 @@ export function kubeProxy(deps: KubeProxyDeps): {
       }, (e: Error) => {
         const code = e instanceof Refusal ? e.code : 500;
         refuse(code, e.message);
-        audit(
-          req,
-          kr,
-          started,
-          { status: code, bytesIn: 0, bytesOut: 0, upgraded: false, error: e.message },
-          e instanceof Refusal ? e.who : undefined,
-        );
+        auditRefusal(req, kr, started, code, e);
       });
       return true;
     },
