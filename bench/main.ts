@@ -4,7 +4,7 @@
  * and sizes. `--smoke` runs every scenario with tiny sizes (CI runs it so the suite never rots; it
  * asserts nothing about speed).
  *
- *   deno task bench [--only throughput,latency,list,watch,scale,fairness,cpu] [--bytes MiB]
+ *   deno task bench [--only cipher,throughput,latency,list,watch,scale,fairness,cpu] [--bytes MiB]
  *                   [--seconds S] [--list N] [--scale 100,500,1000] [--smoke]
  * @module
  */
@@ -15,6 +15,7 @@ import os from "node:os";
 import { join } from "node:path";
 import type { Row } from "./_util.ts";
 import { tunnelBench } from "./tunnel_bench.ts";
+import { cipherBench } from "./cipher_bench.ts";
 import { proxyBench } from "./proxy_bench.ts";
 import { scaleBench } from "./scale_bench.ts";
 import { cipherOrder } from "../lib/tunnel/mod.ts";
@@ -33,7 +34,9 @@ const { values } = parseArgs({
   },
 });
 const smoke = values.smoke === true;
-const only = new Set(String(values.only ?? "throughput,latency,list,watch,scale,fairness,cpu").split(","));
+const only = new Set(
+  String(values.only ?? "cipher,throughput,latency,list,watch,scale,fairness,cpu").split(","),
+);
 const MiB = 1 << 20;
 const bytes = Number(values.bytes ?? (smoke ? 4 : 512)) * MiB;
 const seconds = Number(values.seconds ?? (smoke ? 1 : 10));
@@ -66,6 +69,11 @@ function print(rows: Row[]): void {
 }
 
 const rows: Row[] = [];
+if (only.has("cipher")) {
+  const r = await cipherBench(Math.min(bytes, 128 * MiB));
+  print(r);
+  rows.push(...r);
+}
 if (only.has("throughput") || only.has("fairness") || only.has("cpu")) {
   const r = await tunnelBench(bytes);
   print(r);

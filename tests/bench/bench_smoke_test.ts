@@ -24,7 +24,18 @@ Deno.test("deno task bench --smoke runs every scenario and writes JSON results",
     assert.equal(result.machine.smoke, true);
     assert.ok(result.machine.cores > 0 && result.machine.cipher);
     const scenarios = new Set(result.rows.map((row: { scenario: string }) => row.scenario));
-    for (const s of ["throughput", "cpu", "fairness", "latency", "large list", "watch latency", "scale"]) {
+    for (
+      const s of [
+        "cipher",
+        "throughput",
+        "cpu",
+        "fairness",
+        "latency",
+        "large list",
+        "watch latency",
+        "scale",
+      ]
+    ) {
       assert.ok(scenarios.has(s), `no '${s}' rows in ${[...scenarios].join(", ")}`);
     }
     for (const row of result.rows) {
