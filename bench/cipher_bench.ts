@@ -10,11 +10,12 @@ import { Buffer } from "node:buffer";
 import ssh2 from "ssh2";
 import { cipherOrder, sshAlgorithms } from "../lib/tunnel/mod.ts";
 import { mbps, type Row } from "./_util.ts";
+import { newHostKey } from "../lib/server/mod.ts";
 
 /** MB/s of `bytes` through one SSH channel for each cipher in `cipherOrder`. */
 export async function cipherBench(bytes: number): Promise<Row[]> {
   const rows: Row[] = [];
-  const hostKey = ssh2.utils.generateKeyPairSync("ed25519").private;
+  const hostKey = newHostKey();
   for (const cipher of cipherOrder) {
     const received = Promise.withResolvers<number>();
     const server = new ssh2.Server({ hostKeys: [hostKey], algorithms: sshAlgorithms([cipher]) }, (conn) => {

@@ -10,7 +10,7 @@ export {
 } from "./admin.ts";
 export { agentManifest, agentRbacObjects } from "./agent_manifest.ts";
 export { type AgentSummary, ClusterSessions, NoAgentError } from "./cluster_sessions.ts";
-export { dataPaths, loadHostKey } from "./data_dir.ts";
+export { dataPaths, loadHostKey, newHostKey } from "./data_dir.ts";
 export { type Hub, type HubConfig, startHub, towerVersion } from "./hub.ts";
 export { type ForwardRule, parseForward } from "./tcp_forward.ts";
 export {

@@ -29,6 +29,13 @@ export interface ServiceForwardTarget {
   token?: string | undefined;
 }
 
+/** The parts of a kubeconfig this command reads. */
+interface KubeconfigDoc {
+  clusters?: { name: string; cluster?: Record<string, string> }[];
+  users?: { name: string; user?: Record<string, string> }[];
+  contexts?: { name: string; context?: { cluster?: string; user?: string } }[];
+}
+
 /** Parses `CLUSTER/NAMESPACE/SERVICE:PORT`. */
 export function parseServiceRef(
   text: string,
@@ -43,13 +50,12 @@ export function credentialsFromKubeconfig(
   text: string,
   cluster: string,
 ): Pick<ServiceForwardTarget, "hub" | "ca" | "cert" | "key" | "token"> {
-  // deno-lint-ignore no-explicit-any
-  const kc = YAML.parse(text) as any;
-  const ctx = kc?.contexts?.find((c: { name: string }) => c.name === cluster) ??
-    kc?.contexts?.find((c: { context?: { cluster?: string } }) => c.context?.cluster === cluster);
-  if (!ctx) throw new ConfigError(`the kubeconfig has no context for cluster '${cluster}'`);
-  const cl = kc.clusters?.find((c: { name: string }) => c.name === ctx.context.cluster)?.cluster;
-  const user = kc.users?.find((u: { name: string }) => u.name === ctx.context.user)?.user ?? {};
+  const kc = (YAML.parse(text) ?? {}) as KubeconfigDoc;
+  const ctx = kc.contexts?.find((c) => c.name === cluster) ??
+    kc.contexts?.find((c) => c.context?.cluster === cluster);
+  if (!ctx?.context) throw new ConfigError(`the kubeconfig has no context for cluster '${cluster}'`);
+  const cl = kc.clusters?.find((c) => c.name === ctx.context!.cluster)?.cluster;
+  const user = kc.users?.find((u) => u.name === ctx.context!.user)?.user ?? {};
   if (!cl?.server) throw new ConfigError(`the kubeconfig's cluster '${ctx.context.cluster}' has no server`);
   const server = new URL(cl.server);
   const b64 = (v: unknown) => (typeof v === "string" ? Buffer.from(v, "base64").toString() : undefined);

@@ -400,3 +400,24 @@ Deno.test("garbage on /tunnel closes only that connection", async () => {
     await echo.close();
   }
 });
+
+Deno.test("SIGHUP makes a connected agent reconnect at once", async () => {
+  const echo = await echoServer();
+  const t = await tunnelWith({ echo });
+  try {
+    const [fromAgent, fromHub] = [t.agent.lines.length, t.hub.lines.length];
+    t.agent.signal("SIGHUP");
+    await t.agent.waitForMsg("SIGHUP: reconnecting now", 5000, fromAgent);
+    await t.hub.waitForMsg("agent disconnected", 5000, fromHub);
+    const back = await t.agent.waitForMsg("connected to hub", 5000, fromAgent);
+    assert.ok(back, "agent did not come back");
+    // No backoff wait: reconnecting now means no 'reconnecting' delay was scheduled.
+    const waits = t.agent.lines.slice(fromAgent).filter((l) => l.msg === "reconnecting");
+    assert.equal(waits.length, 0, JSON.stringify(waits));
+    const data = patternChunk(13, 10_000);
+    assert.equal(Buffer.compare(await roundTrip(t.forward.echo!, data), data), 0);
+  } finally {
+    await t.stop();
+    await echo.close();
+  }
+});
