@@ -24,7 +24,7 @@ import {
 import { type AgentConnection, eofFramed, eofFramedUpgrade, splice } from "../tunnel/mod.ts";
 import { type ClusterSessions, NoAgentError, UnsuitableAgentError } from "./cluster_sessions.ts";
 import { authenticate, type Identity, mayReach } from "./user_auth.ts";
-import { ChannelReserve, oneShotAgent } from "./channel_pool.ts";
+import { ChannelReserve, oneShotAgent } from "./channel_reserve.ts";
 import type { AuditLog } from "./audit.ts";
 
 /** Header telling the agent which identity mode a request uses. */
@@ -219,7 +219,7 @@ export function kubeProxy(deps: KubeProxyDeps): {
         opened = await deps.sessions.openChannel(r.cluster, endpoint);
       }
       const { channel, agent } = opened;
-      // One channel per request, through an agent of its own (see channel_pool.ts).
+      // One channel per request, through an agent of its own (see channel_reserve.ts).
       return {
         who,
         mode,
