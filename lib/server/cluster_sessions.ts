@@ -32,7 +32,6 @@ export interface AgentSummary {
 /** All agent sessions of all clusters on this hub. */
 export class ClusterSessions {
   readonly #byCluster = new Map<string, Set<AgentConnection>>();
-  #onChange: () => void = () => {};
 
   /** Registers a session; it is dropped by itself when it closes. */
   add(agent: AgentConnection): void {
@@ -42,14 +41,7 @@ export class ClusterSessions {
     agent.onClose(() => {
       set.delete(agent);
       if (set.size === 0 && this.#byCluster.get(agent.cluster) === set) this.#byCluster.delete(agent.cluster);
-      this.#onChange();
     });
-    this.#onChange();
-  }
-
-  /** Sets the function called whenever a session comes or goes. */
-  onChange(handler: () => void): void {
-    this.#onChange = handler;
   }
 
   /** Sessions of `cluster` (open ones only). */

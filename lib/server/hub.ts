@@ -172,19 +172,16 @@ export async function startHub(config: HubConfig): Promise<Hub> {
   });
 
   const statusPath = dataPaths(config.dataDir).status;
-  let statusDirty = true;
-  sessions.onChange(() => void (statusDirty = true));
+  let lastSummary = "";
   let statusTicks = 0;
   const writeStatus = async () => {
-    // Rewritten within 250 ms of a change, and every 5 s anyway so readers can tell a live hub from a dead one.
-    if (!statusDirty && ++statusTicks < 20) return;
-    statusDirty = false;
+    // Rewritten within 250 ms of any change (sessions, channels, bytes), and every 5 s anyway so
+    // readers can tell a live hub from a dead one.
+    const summary = JSON.stringify(sessions.summary());
+    if (summary === lastSummary && ++statusTicks < 20) return;
+    lastSummary = summary;
     statusTicks = 0;
-    const body = JSON.stringify({
-      pid: Deno.pid,
-      updatedAt: new Date().toISOString(),
-      clusters: sessions.summary(),
-    });
+    const body = `{"pid":${Deno.pid},"updatedAt":"${new Date().toISOString()}","clusters":${summary}}`;
     const tmp = `${statusPath}.tmp`;
     await Deno.writeTextFile(tmp, body).then(() => Deno.rename(tmp, statusPath)).catch((e) =>
       log.warn("status file not written", { error: e })

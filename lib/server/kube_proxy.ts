@@ -65,6 +65,8 @@ export interface KubeRoute {
   path: string;
   /** Set for `/clusters/NAME/services/NS/SVC:PORT/…`: a Service port inside the cluster. */
   service?: { namespace: string; name: string; port: string };
+  /** The client's address, taken when the request arrives (an upgraded socket forgets it). */
+  remote?: string | undefined;
 }
 
 const servicePath =
@@ -170,7 +172,7 @@ export function kubeProxy(deps: KubeProxyDeps): {
     const r = fixedCluster
       ? { cluster: fixedCluster, path: checkedPath((req.url ?? "/").split("?")[0]!) + query(req) }
       : parseClusterPath(req.url ?? "/");
-    return r && withService(r);
+    return r && { ...withService(r), remote: req.socket.remoteAddress };
   };
   const query = (req: http.IncomingMessage) => {
     const u = req.url ?? "";
@@ -271,7 +273,7 @@ export function kubeProxy(deps: KubeProxyDeps): {
       bytesOut: outcome.bytesOut,
       durationMs: Math.round(performance.now() - started),
       agent: agent?.id,
-      remote: req.socket.remoteAddress,
+      remote: r.remote,
       ...(outcome.upgraded ? { upgraded: true } : {}),
       ...(outcome.error ? { error: outcome.error } : {}),
     });

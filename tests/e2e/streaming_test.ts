@@ -1,0 +1,126 @@
+/**
+ * Streams through the hub: a watch delivers each event as the API server writes it (no buffering until
+ * the response ends), and a client that goes away takes its upstream request and channel with it.
+ */
+
+import assert from "node:assert/strict";
+import https from "node:https";
+import { Buffer } from "node:buffer";
+import YAML from "yaml";
+import { startTowerEnv } from "./tower_env.ts";
+
+interface Kubeconfig {
+  clusters: { cluster: Record<string, string> }[];
+  users: { user: Record<string, string> }[];
+}
+
+/** Open channels of the cluster's agents, as the hub reports them in its status file. */
+async function openChannels(dataDir: string, cluster: string): Promise<number> {
+  const status = JSON.parse(await Deno.readTextFile(`${dataDir}/status.json`));
+  return (status.clusters[cluster] ?? []).reduce(
+    (n: number, a: { openChannels: number }) => n + a.openChannels,
+    0,
+  );
+}
+
+async function eventually(what: string, check: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`not within ${timeoutMs} ms: ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+Deno.test("a watch streams event by event through the hub; closing the client closes the upstream", async () => {
+  const env = await startTowerEnv({ clusters: ["stream"] });
+  try {
+    const cluster = env.clusters.get("stream")!;
+    const kc = YAML.parse(
+      await Deno.readTextFile(await env.addUser("w", ["system:masters"], ["*"])),
+    ) as Kubeconfig;
+    const b64 = (v: string | undefined) => Buffer.from(v ?? "", "base64").toString();
+    const tls = {
+      ca: b64(kc.clusters[0]?.cluster["certificate-authority-data"]),
+      cert: b64(kc.users[0]?.user["client-certificate-data"]),
+      key: b64(kc.users[0]?.user["client-key-data"]),
+    };
+    // The hub applies new users within a moment; wait until it admits this one.
+    const get = (path: string) =>
+      new Promise<number>((resolve, reject) => {
+        https.get({ host: "127.0.0.1", port: env.hub.port, path, ...tls }, (res) => {
+          res.resume();
+          res.on("end", () => resolve(res.statusCode ?? 0));
+        }).on("error", reject);
+      });
+    await eventually(
+      "the hub admits the new user",
+      async () => (await get("/clusters/stream/version")) === 200,
+    );
+
+    // Idle channels kept ready by the hub count too: wait until their number settles.
+    let before = -1;
+    await eventually("the channel count settles", async () => {
+      const now = await openChannels(env.dataDir, "stream");
+      const settled = now === before && now > 0;
+      before = now;
+      if (!settled) await new Promise((r) => setTimeout(r, 300));
+      return settled;
+    });
+    const events: { type: string; name: string; at: number }[] = [];
+    let buffered = "";
+    const req = https.get({
+      host: "127.0.0.1",
+      port: env.hub.port,
+      path: "/clusters/stream/api/v1/namespaces/default/configmaps?watch=true",
+      ...tls,
+    });
+    const response = await new Promise<import("node:http").IncomingMessage>((resolve, reject) => {
+      req.once("response", resolve);
+      req.once("error", reject);
+    });
+    assert.equal(response.statusCode, 200);
+    response.on("data", (chunk: Buffer) => {
+      buffered += chunk.toString();
+      let nl: number;
+      while ((nl = buffered.indexOf("\n")) >= 0) {
+        const ev = JSON.parse(buffered.slice(0, nl));
+        buffered = buffered.slice(nl + 1);
+        events.push({ type: ev.type, name: ev.object?.metadata?.name, at: Date.now() });
+      }
+    });
+    await eventually(
+      "the watch holds a channel",
+      async () => (await openChannels(env.dataDir, "stream")) > before,
+    );
+
+    // Each change shows up while the response is still open, before the next change is made.
+    for (const [i, verb] of ["create", "delete"].entries()) {
+      const args = verb === "create"
+        ? ["create", "configmap", "live", "--from-literal=a=b"]
+        : ["delete", "configmap", "live"];
+      const r = await cluster.kubectl(args);
+      assert.equal(r.code, 0, r.stderr);
+      await eventually(
+        `event ${i + 1} arrives on the open watch`,
+        () => Promise.resolve(events.length > i),
+        5000,
+      );
+    }
+    assert.deepEqual(events.map((e) => `${e.type} ${e.name}`), ["ADDED live", "DELETED live"]);
+
+    // The client goes away: the hub ends the upstream request, and its channel closes.
+    req.destroy();
+    await eventually(
+      "the watch's channel is released",
+      async () => (await openChannels(env.dataDir, "stream")) <= before,
+    );
+    await eventually("the watch is audited as closed by the client", () =>
+      Promise.resolve(
+        env.hub.stdout.some((l) =>
+          l.includes('"verb":"watch"') && l.includes("client closed the connection")
+        ),
+      ));
+  } finally {
+    await env.stop();
+  }
+});
