@@ -12,7 +12,7 @@ import assert from "node:assert/strict";
 import https from "node:https";
 import { join } from "node:path";
 import YAML from "yaml";
-import { startTowerEnv, type TowerEnv } from "./tower_env.ts";
+import { auditLines, eventually, startTowerEnv, type TowerEnv } from "./tower_env.ts";
 import {
   parseIssued,
   scratchDir,
@@ -105,26 +105,6 @@ async function certOf(kubeconfig: string): Promise<{ cert: string; key: string }
   const kc = YAML.parse(await Deno.readTextFile(kubeconfig));
   const user = kc.users[0].user;
   return { cert: atob(user["client-certificate-data"]), key: atob(user["client-key-data"]) };
-}
-
-/** Hub audit lines (the hub writes them to stdout). */
-function auditLines(env: TowerEnv): Record<string, unknown>[] {
-  return env.hub.stdout.filter((l) => l.startsWith("{")).map((l) => JSON.parse(l)).filter((l) =>
-    "cluster" in l && "status" in l
-  );
-}
-
-/** Polls `check` until it returns without throwing, for at most `ms`. */
-async function eventually(ms: number, check: () => void | Promise<void>): Promise<void> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    try {
-      return await check();
-    } catch (e) {
-      if (Date.now() > deadline) throw e;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
 }
 
 /** `kubectl auth whoami -o json` → user name and groups. */

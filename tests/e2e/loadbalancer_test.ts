@@ -10,9 +10,9 @@ import assert from "node:assert/strict";
 import dgram from "node:dgram";
 import net from "node:net";
 import { createHash } from "node:crypto";
-import { startTowerEnv, type TowerEnv } from "./tower_env.ts";
+import { type Backend, eventually, spawnListening, startTowerEnv, type TowerEnv } from "./tower_env.ts";
 import type { TestCluster } from "../cluster/cluster.ts";
-import { type HubProcess, repoRoot, startHub } from "../helpers/tower_procs.ts";
+import { type HubProcess, startHub } from "../helpers/tower_procs.ts";
 import { patternChunk } from "../helpers/net_servers.ts";
 
 const clusterName = "lbc";
@@ -20,24 +20,6 @@ const ns = "lb";
 /** Three TCP ports: `echo`, `ident` and `full1` take them all, so `full2` cannot get one. */
 const portRange = [31871, 31873] as const;
 const hubArgs = ["--lb-ports", `${portRange[0]}-${portRange[1]}`, "--lb-address", "127.0.0.1"];
-
-/** Polls `check` until it returns without throwing, for at most `ms`. */
-async function eventually<T>(ms: number, check: () => T | Promise<T>): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    try {
-      return await check();
-    } catch (e) {
-      if (Date.now() > deadline) throw e;
-      await new Promise((r) => setTimeout(r, 250));
-    }
-  }
-}
-
-/** A server process inside the cluster's network namespace. */
-interface Backend {
-  stop(): Promise<void>;
-}
 
 /**
  * Starts a tiny Deno server inside the namespace on 0.0.0.0:`port`: `echo` echoes and half-closes when
@@ -62,34 +44,7 @@ async function startBackend(
     });
     server.listen(${port}, "0.0.0.0", () => console.log("listening"));
   `;
-  const child = cluster.spawnInNetns([Deno.execPath(), "eval", code], {
-    cwd: repoRoot,
-    env: { NO_COLOR: "1" },
-    stdout: "piped",
-  });
-  const stop = async () => {
-    try {
-      child.kill("SIGKILL");
-    } catch {
-      // already gone
-    }
-    await child.stdout.cancel().catch(() => {});
-    await child.status;
-  };
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let out = "";
-  const timer = setTimeout(() => void stop(), 30_000);
-  try {
-    while (!out.includes("listening")) {
-      const { value, done } = await reader.read();
-      if (done) throw new Error(`backend ${mode}:${port} exited before listening: ${out}`);
-      out += value;
-    }
-  } finally {
-    clearTimeout(timer);
-    reader.releaseLock();
-  }
-  return { stop };
+  return await spawnListening(cluster, code, `backend ${mode}:${port}`);
 }
 
 /** Applies objects (a kubectl `List`) as the cluster admin. */

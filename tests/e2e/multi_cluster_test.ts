@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import https from "node:https";
 import YAML from "yaml";
 import * as k8s from "@kubernetes/client-node";
-import { startTowerEnv, type TowerEnv } from "./tower_env.ts";
+import { auditLines, eventually, startTowerEnv, type TowerEnv } from "./tower_env.ts";
 import type { TowerProcess } from "../helpers/tower_procs.ts";
 
 const clusters = ["east", "west"] as const;
@@ -43,26 +43,6 @@ function getJson(
     req.setTimeout(30_000, () => req.destroy(new Error(`${path}: no answer in 30 s`)));
     req.on("error", reject);
   });
-}
-
-/** Hub audit lines (the hub writes them to stdout). */
-function auditLines(env: TowerEnv): Record<string, unknown>[] {
-  return env.hub.stdout.filter((l) => l.startsWith("{")).map((l) => JSON.parse(l)).filter((l) =>
-    "cluster" in l && "status" in l
-  );
-}
-
-/** Polls `check` until it returns without throwing, for at most `ms`. */
-async function eventually(ms: number, check: () => void | Promise<void>): Promise<void> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    try {
-      return await check();
-    } catch (e) {
-      if (Date.now() > deadline) throw e;
-      await new Promise((r) => setTimeout(r, 200));
-    }
-  }
 }
 
 /** Collects a child's output stream as text, so a test can wait for a pattern in it. */

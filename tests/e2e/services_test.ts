@@ -12,30 +12,12 @@ import net from "node:net";
 import { createHash } from "node:crypto";
 import YAML from "yaml";
 import WebSocket from "ws";
-import { startTowerEnv, type TowerEnv } from "./tower_env.ts";
+import { auditLines, type Backend, eventually, spawnListening, startTowerEnv } from "./tower_env.ts";
 import type { TestCluster } from "../cluster/cluster.ts";
-import { repoRoot, serverCommand, TowerProcess } from "../helpers/tower_procs.ts";
+import { serverCommand, TowerProcess } from "../helpers/tower_procs.ts";
 import { patternChunk } from "../helpers/net_servers.ts";
 
 const clusterName = "alpha";
-
-/** Polls `check` until it returns without throwing, for at most `ms`. */
-async function eventually<T>(ms: number, check: () => T | Promise<T>): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    try {
-      return await check();
-    } catch (e) {
-      if (Date.now() > deadline) throw e;
-      await new Promise((r) => setTimeout(r, 250));
-    }
-  }
-}
-
-/** A server process inside the cluster's network namespace. */
-interface Backend {
-  stop(): Promise<void>;
-}
 
 /**
  * Starts a tiny Deno server inside the namespace on 0.0.0.0:`port`. `http` answers every request with
@@ -74,34 +56,7 @@ async function startBackend(cluster: TestCluster, mode: "http" | "bufecho", port
         });
       }).listen(${port}, "0.0.0.0", () => console.log("listening"));
     `;
-  const child = cluster.spawnInNetns([Deno.execPath(), "eval", code], {
-    cwd: repoRoot,
-    env: { NO_COLOR: "1" },
-    stdout: "piped",
-  });
-  const stop = async () => {
-    try {
-      child.kill("SIGKILL");
-    } catch {
-      // already gone
-    }
-    await child.stdout.cancel().catch(() => {});
-    await child.status;
-  };
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let out = "";
-  const timer = setTimeout(() => void stop(), 30_000);
-  try {
-    while (!out.includes("listening")) {
-      const { value, done } = await reader.read();
-      if (done) throw new Error(`backend ${mode}:${port} exited before listening: ${out}`);
-      out += value;
-    }
-  } finally {
-    clearTimeout(timer);
-    reader.releaseLock();
-  }
-  return { stop };
+  return await spawnListening(cluster, code, `backend ${mode}:${port}`);
 }
 
 /** A selector-less ClusterIP Service plus its EndpointSlice at the namespace's address. */
@@ -169,13 +124,6 @@ interface Seen {
   path: string;
   headers: Record<string, string>;
   served: number;
-}
-
-/** Hub audit lines (the hub writes them to stdout). */
-function auditLines(env: TowerEnv): Record<string, unknown>[] {
-  return env.hub.stdout.filter((l) => l.startsWith("{")).map((l) => JSON.parse(l)).filter((l) =>
-    "cluster" in l && "status" in l
-  );
 }
 
 Deno.test("services: the hub's service path and `forward` reach allowed Services only", async (t) => {

@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import https from "node:https";
 import { Buffer } from "node:buffer";
 import YAML from "yaml";
-import { startTowerEnv } from "./tower_env.ts";
+import { eventually, startTowerEnv } from "./tower_env.ts";
 
 interface Kubeconfig {
   clusters: { cluster: Record<string, string> }[];
@@ -23,12 +23,11 @@ async function openChannels(dataDir: string, cluster: string): Promise<number> {
   );
 }
 
-async function eventually(what: string, check: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`not within ${timeoutMs} ms: ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
+/** Waits until `check` holds, failing with `what` after `ms`. */
+function until(what: string, check: () => Promise<boolean>, ms = 10_000): Promise<void> {
+  return eventually(ms, async () => {
+    if (!(await check())) throw new Error(`not within ${ms} ms: ${what}`);
+  });
 }
 
 Deno.test("a watch streams event by event through the hub; closing the client closes the upstream", async () => {
@@ -52,14 +51,14 @@ Deno.test("a watch streams event by event through the hub; closing the client cl
           res.on("end", () => resolve(res.statusCode ?? 0));
         }).on("error", reject);
       });
-    await eventually(
+    await until(
       "the hub admits the new user",
       async () => (await get("/clusters/stream/version")) === 200,
     );
 
     // Idle channels kept ready by the hub count too: wait until their number settles.
     let before = -1;
-    await eventually("the channel count settles", async () => {
+    await until("the channel count settles", async () => {
       const now = await openChannels(env.dataDir, "stream");
       const settled = now === before && now > 0;
       before = now;
@@ -88,7 +87,7 @@ Deno.test("a watch streams event by event through the hub; closing the client cl
         events.push({ type: ev.type, name: ev.object?.metadata?.name, at: Date.now() });
       }
     });
-    await eventually(
+    await until(
       "the watch holds a channel",
       async () => (await openChannels(env.dataDir, "stream")) > before,
     );
@@ -100,7 +99,7 @@ Deno.test("a watch streams event by event through the hub; closing the client cl
         : ["delete", "configmap", "live"];
       const r = await cluster.kubectl(args);
       assert.equal(r.code, 0, r.stderr);
-      await eventually(
+      await until(
         `event ${i + 1} arrives on the open watch`,
         () => Promise.resolve(events.length > i),
         5000,
@@ -110,11 +109,11 @@ Deno.test("a watch streams event by event through the hub; closing the client cl
 
     // The client goes away: the hub ends the upstream request, and its channel closes.
     req.destroy();
-    await eventually(
+    await until(
       "the watch's channel is released",
       async () => (await openChannels(env.dataDir, "stream")) <= before,
     );
-    await eventually("the watch is audited as closed by the client", () =>
+    await until("the watch is audited as closed by the client", () =>
       Promise.resolve(
         env.hub.stdout.some((l) =>
           l.includes('"verb":"watch"') && l.includes("client closed the connection")

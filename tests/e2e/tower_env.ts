@@ -11,6 +11,7 @@ import {
   type AddedCluster,
   type HubProcess,
   parseIssued,
+  repoRoot,
   scratchDir,
   serverCommand,
   startAgent,
@@ -228,4 +229,64 @@ export async function startTowerEnv(opts: TowerEnvOptions): Promise<TowerEnv> {
     await stop();
     throw e;
   }
+}
+
+/** Polls `check` until it returns without throwing, for at most `ms`; returns what it returned. */
+export async function eventually<T>(ms: number, check: () => T | Promise<T>): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    try {
+      return await check();
+    } catch (e) {
+      if (Date.now() > deadline) throw e;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+}
+
+/** The hub's audit lines so far (it writes them to stdout). */
+export function auditLines(env: TowerEnv): Record<string, unknown>[] {
+  return env.hub.stdout.filter((l) => l.startsWith("{")).map((l) => JSON.parse(l)).filter((l) =>
+    "cluster" in l && "status" in l
+  );
+}
+
+/** A process started by {@link spawnListening}. */
+export interface Backend {
+  stop(): Promise<void>;
+}
+
+/**
+ * Runs `code` with `deno eval` inside the cluster's network namespace and waits (up to 30 s) until it
+ * prints `listening`. For small real servers behind test Services.
+ */
+export async function spawnListening(cluster: TestCluster, code: string, label: string): Promise<Backend> {
+  const child = cluster.spawnInNetns([Deno.execPath(), "eval", code], {
+    cwd: repoRoot,
+    env: { NO_COLOR: "1" },
+    stdout: "piped",
+  });
+  const stop = async () => {
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // already gone
+    }
+    await child.stdout.cancel().catch(() => {});
+    await child.status;
+  };
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let out = "";
+  const timer = setTimeout(() => void stop(), 30_000);
+  try {
+    while (!out.includes("listening")) {
+      const { value, done } = await reader.read();
+      if (done) throw new Error(`${label} exited before listening: ${out}`);
+      out += value;
+    }
+  } finally {
+    clearTimeout(timer);
+    reader.releaseLock();
+  }
+  return { stop };
 }
