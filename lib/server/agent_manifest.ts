@@ -18,11 +18,6 @@ export interface AgentManifestInput {
   caPem: string;
 }
 
-/** The agent's namespace, ServiceAccount and RBAC objects from deploy/agent/rbac.yaml. */
-export function agentRbacObjects(): Record<string, unknown>[] {
-  return YAML.parseAllDocuments(rbacYaml).map((d) => d.toJSON());
-}
-
 /** The complete multi-document YAML for one cluster's agent. */
 export function agentManifest(input: AgentManifestInput): string {
   const docs = YAML.parseAllDocuments(deploymentYaml).map((d) => d.toJSON() as Record<string, unknown>);

@@ -46,11 +46,6 @@ export class ChannelReserve {
     return got ?? await this.#open();
   }
 
-  /** Closes every ready channel. */
-  drain(): void {
-    for (const c of this.#ready.splice(0)) c.channel.destroy();
-  }
-
   #refill(): void {
     while (this.#ready.length + this.#opening < this.#size) {
       this.#opening++;

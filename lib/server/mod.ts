@@ -8,7 +8,7 @@ export {
   removeCluster,
   rotateToken,
 } from "./admin.ts";
-export { agentManifest, agentRbacObjects } from "./agent_manifest.ts";
+export { agentManifest } from "./agent_manifest.ts";
 export { type AgentSummary, ClusterSessions, NoAgentError } from "./cluster_sessions.ts";
 export { dataPaths, loadHostKey, newHostKey } from "./data_dir.ts";
 export { type Hub, type HubConfig, startHub, towerVersion } from "./hub.ts";

@@ -95,11 +95,6 @@ export class HubSession {
     });
   }
 
-  /** Names of the endpoints currently published. */
-  published(): string[] {
-    return [...this.#endpoints.keys()];
-  }
-
   /** Sends a control message to the hub. */
   send(msg: ControlMessage): boolean {
     return this.#control?.send(msg) ?? false;
