@@ -330,11 +330,18 @@ async function forward(args: string[]): Promise<void> {
   try {
     text = await Deno.readTextFile(String(values.kubeconfig));
   } catch (e) {
+    if (e instanceof Deno.errors.NotCapable) {
+      throw new ConfigError(
+        `--kubeconfig ${values.kubeconfig}: this permission set may not read it; forward runs on a ` +
+          "user's machine with the client set (deno task forward …, or deno run -P=client main_server.ts forward …)",
+      );
+    }
     throw new ConfigError(`--kubeconfig ${values.kubeconfig}: ${(e as Error).message}`);
   }
+  const target = { ...ref, ...credentialsFromKubeconfig(text, ref.cluster) };
   const log = logger({ component: "forward" });
   const fwd = await startServiceForward(
-    { ...ref, ...credentialsFromKubeconfig(text, ref.cluster) },
+    target,
     listen.host,
     listen.port,
     log,

@@ -38,6 +38,20 @@ function sameHash(a: string, b: string): boolean {
 }
 
 /**
+ * The client certificate's CN per TLS connection: a connection's certificate cannot change, and
+ * `getPeerCertificate()` builds a whole object per call (4 % of the hub's CPU at 750 req/s).
+ */
+const certNames = new WeakMap<TLSSocket, string | undefined>();
+
+function certName(socket: TLSSocket): string | undefined {
+  if (certNames.has(socket)) return certNames.get(socket);
+  const cn = socket.getPeerCertificate()?.subject?.CN;
+  const name = Array.isArray(cn) ? cn[0] : cn;
+  certNames.set(socket, name);
+  return name;
+}
+
+/**
  * Authenticates a request to the hub. `certOnly` is for passthrough clusters, whose `Authorization`
  * header belongs to the cluster and is not a hub credential.
  */
@@ -48,8 +62,7 @@ export function authenticate(
 ): AuthResult {
   const socket = req.socket as TLSSocket;
   if (socket.authorized === true && typeof socket.getPeerCertificate === "function") {
-    const cn = socket.getPeerCertificate()?.subject?.CN;
-    const name = Array.isArray(cn) ? cn[0] : cn;
+    const name = certName(socket);
     const user = registry.users.find((u) => u.name === name);
     if (user) {
       return { ok: true, identity: { user: user.name, groups: [...user.groups], via: "certificate" } };
@@ -67,11 +80,19 @@ export function authenticate(
   return { ok: true, identity: { user: found.name, groups: [...found.groups], via: "token" } };
 }
 
+/** Compiled access-rule patterns (rules are few and reloaded rarely). */
+const globs = new Map<string, RegExp>();
+
 /** Glob match on cluster names: `*` any run, `?` one character. */
 export function globMatch(pattern: string, name: string): boolean {
-  const re = new RegExp(
-    "^" + pattern.replace(/[.+^${}()|[\]\\]/g, "\\$&").replace(/\*/g, ".*").replace(/\?/g, ".") + "$",
-  );
+  let re = globs.get(pattern);
+  if (!re) {
+    re = new RegExp(
+      "^" + pattern.replace(/[.+^${}()|[\]\\]/g, "\\$&").replace(/\*/g, ".*").replace(/\?/g, ".") + "$",
+    );
+    if (globs.size > 1000) globs.clear();
+    globs.set(pattern, re);
+  }
   return re.test(name);
 }
 

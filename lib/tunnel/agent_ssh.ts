@@ -8,6 +8,7 @@
 import type { Duplex } from "node:stream";
 // @ts-types="@types/ssh2"
 import ssh2 from "ssh2";
+import { routeEveryStreamLocalOpen } from "./ssh2_fixes.ts";
 import type { Logger } from "../log/log.ts";
 import { sshAlgorithms } from "./ssh_algorithms.ts";
 import { fingerprintOfBlob } from "./fingerprint.ts";
@@ -191,5 +192,7 @@ export function connectHub(tunnel: TunnelStream, opts: AgentSshOptions): Promise
       readyTimeout: opts.readyTimeoutMs ?? 20_000,
       strictVendor: false,
     });
+    // Every channel open, published or not, goes to HubSession's handler, which refuses and logs.
+    routeEveryStreamLocalOpen(client);
   });
 }

@@ -45,6 +45,7 @@ export interface TunnelStream {
 function webSocketDuplex(ws: WebSocket): Duplex {
   const stream = new Duplex({
     allowHalfOpen: false,
+    readableHighWaterMark: 1 << 20,
     read() {
       if (ws.isPaused) ws.resume();
     },
@@ -125,6 +126,16 @@ export interface DialOptions {
   timeoutMs?: number;
 }
 
+/**
+ * The agent's frame mask: all zeros, which `ws` skips on both ends (no XOR pass over every byte, no copy
+ * into a masked buffer). Masking (RFC 6455 §10.3) keeps script in a *browser* from steering the bytes an
+ * intermediary sees; the agent is no browser and every frame it sends is SSH ciphertext, which nobody can
+ * choose. Measured over wss, 512 MiB agent → hub: see BENCHMARKS.md.
+ */
+function unmasked(mask: Uint8Array): void {
+  mask.fill(0);
+}
+
 /** Agent side: dials the hub's tunnel URL (`ws://` or `wss://`), through a proxy when given. */
 export async function dialTunnel(url: URL, opts: DialOptions): Promise<TunnelStream> {
   const secure = url.protocol === "wss:";
@@ -157,6 +168,7 @@ export async function dialTunnel(url: URL, opts: DialOptions): Promise<TunnelStr
       perMessageDeflate: false,
       maxPayload: maxMessageBytes,
       handshakeTimeout: timeoutMs,
+      generateMask: unmasked,
     });
     ws.once("open", () => {
       ws.off("error", reject);

@@ -313,7 +313,7 @@ Deno.test("services: the hub's service path and `forward` reach allowed Services
     await step("`main_server.ts forward`: 5 MiB echo byte-identical across a half-close", async () => {
       forwarder = new TowerProcess("forward", [
         "run",
-        "-P=server",
+        "-P=client",
         "--no-prompt",
         "main_server.ts",
         "forward",

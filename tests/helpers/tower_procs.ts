@@ -190,12 +190,24 @@ export interface HubProcess extends TowerProcess {
   dataDir: string;
 }
 
+/**
+ * `--cpu-prof` flags when `TOWER_PROFILE_DIR` is set (for profiling hub and agent under a benchmark;
+ * see BENCHMARKS.md). Each process writes its `.cpuprofile` there when it exits.
+ */
+function profileFlags(who: string): string[] {
+  const dir = Deno.env.get("TOWER_PROFILE_DIR");
+  return dir
+    ? ["--cpu-prof", `--cpu-prof-dir=${dir}`, `--cpu-prof-name=${who}-${Date.now()}.cpuprofile`]
+    : [];
+}
+
 /** Starts `main_server.ts serve` and waits until it listens. */
 export async function startHub(opts: HubProcessOptions): Promise<HubProcess> {
   const p = new TowerProcess("hub", [
     "run",
     "-P=server",
     "--no-prompt",
+    ...profileFlags("hub"),
     "main_server.ts",
     "serve",
     "--data-dir",
@@ -237,6 +249,7 @@ export function startAgent(opts: AgentProcessOptions): TowerProcess {
       "run",
       "-P=agent",
       "--no-prompt",
+      ...profileFlags("agent"),
       "main_agent.ts",
       "--hub",
       opts.hubUrl,
