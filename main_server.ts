@@ -5,7 +5,7 @@
  *   main_server.ts fingerprint
  *   main_server.ts cluster add NAME [--hub-url wss://HOST:PORT/tunnel]
  *   main_server.ts cluster list | remove NAME | rotate-token NAME
- *   main_server.ts user add NAME [--group G]… [--token] | user list | user remove NAME
+ *   main_server.ts user add NAME [--group G]… [--extra KEY=VALUE]… [--token] | user list | user remove NAME
  *   main_server.ts access allow [--user U]… [--group G]… --clusters GLOB | access list
  *   main_server.ts kubeconfig --user NAME
  * @module
@@ -52,7 +52,8 @@ Usage:
   main_server.ts cluster list
   main_server.ts cluster remove NAME
   main_server.ts cluster rotate-token NAME
-  main_server.ts user add NAME [--group G]… [--token]   add a hub user (--token: print a bearer token)
+  main_server.ts user add NAME [--group G]… [--extra KEY=VALUE]… [--token]
+                        add a hub user (--token: print a bearer token; --extra: sent as Impersonate-Extra-KEY)
   main_server.ts user list | remove NAME
   main_server.ts access allow [--user U]… [--group G]… --clusters GLOB[,GLOB]
   main_server.ts access list
@@ -236,6 +237,7 @@ async function user(args: string[]): Promise<void> {
   const { values, positionals } = parseFlags(rest, {
     "data-dir": { type: "string" },
     group: { type: "string", multiple: true, default: [] },
+    extra: { type: "string", multiple: true, default: [] },
     token: { type: "boolean", default: false },
     server: { type: "string" },
   });
@@ -247,7 +249,19 @@ async function user(args: string[]): Promise<void> {
   };
   switch (verb) {
     case "add": {
-      const { token } = await addUser(dataDir, needName(), values.group as string[], values.token === true);
+      const extra: Record<string, string[]> = {};
+      for (const kv of values.extra as string[]) {
+        const eq = kv.indexOf("=");
+        if (eq < 1) throw new ConfigError(`--extra takes KEY=VALUE, got '${kv}'`);
+        (extra[kv.slice(0, eq)] ??= []).push(kv.slice(eq + 1));
+      }
+      const { token } = await addUser(
+        dataDir,
+        needName(),
+        values.group as string[],
+        values.token === true,
+        extra,
+      );
       if (token) {
         return console.log(
           `Added user '${name}'.\n\nBearer token (shown once; the hub keeps only its hash):\n  ${token}`,
@@ -265,7 +279,11 @@ async function user(args: string[]): Promise<void> {
       const data = await readRegistry(dataDir);
       for (const u of data.users) {
         console.log(
-          `${u.name}\tgroups=${u.groups.join(",") || "-"}\t${u.tokenHash ? "token" : "certificate"}`,
+          `${u.name}\tgroups=${u.groups.join(",") || "-"}\t${u.tokenHash ? "token" : "certificate"}${
+            u.extra
+              ? `\textra=${Object.entries(u.extra).map(([k, v]) => `${k}=${v.join("|")}`).join(",")}`
+              : ""
+          }`,
         );
       }
       return;

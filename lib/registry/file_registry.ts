@@ -102,11 +102,21 @@ function validateUsers(raw: unknown, fail: (what: string) => never): UserRecord[
     if (rec.tokenHash !== undefined && (typeof rec.tokenHash !== "string" || !isTokenHash(rec.tokenHash))) {
       fail(`${at}.tokenHash of '${name}' must be 'sha256:' and 64 hex digits`);
     }
+    const extra = rec.extra ?? {};
+    if (
+      typeof extra !== "object" || Array.isArray(extra) ||
+      Object.entries(extra).some(([k, v]) =>
+        !isExtraKey(k) || !Array.isArray(v) || v.some((x) => typeof x !== "string" || !isExtraValue(x))
+      )
+    ) {
+      fail(`${at}.extra of '${name}' must map extra keys (${extraKeyRule}) to lists of printable strings`);
+    }
     return {
       name,
       groups: groups as string[],
       createdAt: typeof rec.createdAt === "string" ? rec.createdAt : new Date(0).toISOString(),
       ...(rec.tokenHash ? { tokenHash: rec.tokenHash as string } : {}),
+      ...(Object.keys(extra).length ? { extra: extra as Record<string, string[]> } : {}),
     };
   });
 }
@@ -166,6 +176,23 @@ function validateLoadBalancers(raw: unknown, fail: (what: string) => never): Loa
 export function isUserName(name: string): boolean {
   return name.length > 0 && name.length <= 253 && name.trim() === name &&
     ![...name].some((ch) => ch.charCodeAt(0) < 0x20 || ch.charCodeAt(0) === 0x7f);
+}
+
+/** What an extra key may look like, for messages. */
+export const extraKeyRule =
+  "lowercase letters, digits, '.', '-', '_' and '/', starting with a letter or digit";
+
+/**
+ * True for a user-extra key: `example.com/team`, `scopes`. Sent as `Impersonate-Extra-KEY` with '/'
+ * percent-encoded, as the API server expects for characters that are not legal in a header name.
+ */
+export function isExtraKey(key: string): boolean {
+  return key.length <= 253 && /^[a-z0-9][-a-z0-9._/]*$/.test(key);
+}
+
+/** True for an extra value: printable ASCII (it travels as a header value), at most 1,024 characters. */
+export function isExtraValue(value: string): boolean {
+  return value.length <= 1024 && /^[\x20-\x7e]*$/.test(value);
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

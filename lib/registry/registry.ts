@@ -31,6 +31,8 @@ export interface UserRecord {
   groups: string[];
   /** `sha256:` hash of the user's bearer token, when the user has one. */
   tokenHash?: string;
+  /** Extra attributes (key → values); become `Impersonate-Extra-KEY`, as `user.extra` in the cluster. */
+  extra?: Record<string, string[]>;
   createdAt: string;
 }
 

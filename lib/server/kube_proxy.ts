@@ -150,6 +150,10 @@ export function identityHeaders(
     delete headers.authorization;
     headers["impersonate-user"] = who.user;
     if (who.groups.length) headers["impersonate-group"] = who.groups;
+    for (const [key, values] of Object.entries(who.extra ?? {})) {
+      // Characters not legal in a header name ('/') are percent-encoded; the API server decodes them.
+      if (values.length) headers[`impersonate-extra-${encodeURIComponent(key)}`] = values;
+    }
   }
   return headers;
 }

@@ -7,7 +7,16 @@
 import { hostname } from "node:os";
 import YAML from "yaml";
 import { ConfigError } from "../config/mod.ts";
-import { type AccessRule, hashToken, isUserName, newToken, type RegistryData } from "../registry/mod.ts";
+import {
+  type AccessRule,
+  extraKeyRule,
+  hashToken,
+  isExtraKey,
+  isExtraValue,
+  isUserName,
+  newToken,
+  type RegistryData,
+} from "../registry/mod.ts";
 import { loadCa, openDataDir } from "./data_dir.ts";
 import { issueLeaf } from "./tls_material.ts";
 import { reachableClusters } from "./user_auth.ts";
@@ -25,9 +34,18 @@ export async function addUser(
   name: string,
   groups: string[],
   withToken: boolean,
+  extra: Record<string, string[]> = {},
 ): Promise<{ token: string | undefined }> {
   checkUserName(name);
   for (const g of groups) checkUserName(g, "group name");
+  for (const [k, values] of Object.entries(extra)) {
+    if (!isExtraKey(k)) throw new ConfigError(`extra key '${k}' is not valid: use ${extraKeyRule}`);
+    for (const v of values) {
+      if (!isExtraValue(v)) {
+        throw new ConfigError(`extra value for '${k}' must be printable ASCII, at most 1,024 characters`);
+      }
+    }
+  }
   const registry = await openDataDir(dataDir);
   const token = withToken ? newToken() : undefined;
   await registry.update((data) => {
@@ -37,6 +55,7 @@ export async function addUser(
       groups,
       createdAt: new Date().toISOString(),
       ...(token ? { tokenHash: hashToken(token) } : {}),
+      ...(Object.keys(extra).length ? { extra } : {}),
     });
   });
   return { token };

@@ -17,6 +17,8 @@ import { Buffer } from "node:buffer";
 export interface Identity {
   user: string;
   groups: string[];
+  /** Extra attributes from the user's record (key → values). */
+  extra?: Record<string, string[]>;
   /** How they proved it. */
   via: "token" | "certificate";
 }
@@ -65,7 +67,10 @@ export function authenticate(
     const name = certName(socket);
     const user = registry.users.find((u) => u.name === name);
     if (user) {
-      return { ok: true, identity: { user: user.name, groups: [...user.groups], via: "certificate" } };
+      return {
+        ok: true,
+        identity: { user: user.name, groups: [...user.groups], ...extraOf(user), via: "certificate" },
+      };
     }
     return { ok: false, reason: "client certificate names no registered user" };
   }
@@ -77,7 +82,14 @@ export function authenticate(
   let found: (typeof registry.users)[number] | undefined;
   for (const u of registry.users) if (u.tokenHash && sameHash(u.tokenHash, hash) && !found) found = u;
   if (!found) return { ok: false, reason: "unknown token" };
-  return { ok: true, identity: { user: found.name, groups: [...found.groups], via: "token" } };
+  return {
+    ok: true,
+    identity: { user: found.name, groups: [...found.groups], ...extraOf(found), via: "token" },
+  };
+}
+
+function extraOf(u: { extra?: Record<string, string[]> }): { extra?: Record<string, string[]> } {
+  return u.extra ? { extra: u.extra } : {};
 }
 
 /** Compiled access-rule patterns (rules are few and reloaded rarely). */

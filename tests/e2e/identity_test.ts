@@ -328,6 +328,51 @@ Deno.test("identity: authentication, authorization, impersonation and passthroug
       assertStatus(r, 403, /User "dev1" cannot list resource "secrets"/);
     });
 
+    await t.step(
+      "a user's extras reach the cluster as user.extra; a client's own extras do not",
+      async () => {
+        const extra = await env.addUser("ext1", ["devs"], ["alpha"], [
+          "--extra",
+          "team=blue",
+          "--extra",
+          "team=green",
+          "--extra",
+          "example.com/site=edge-1",
+        ]);
+        const r = await eventually(10_000, async () => {
+          const r = await kubectl(extra, ["auth", "whoami", "-o", "json"]);
+          assert.equal(r.code, 0, r.stderr);
+          return r;
+        });
+        const info = JSON.parse(r.stdout).status.userInfo;
+        assert.equal(info.username, "ext1");
+        assert.deepEqual(info.extra, { "team": ["blue", "green"], "example.com/site": ["edge-1"] });
+        // kubectl's own --as-user-extra is stripped like every client-sent Impersonate-* header.
+        const own = await kubectl(dev1, [
+          "--as=dev1",
+          "--as-user-extra=team=red",
+          "auth",
+          "whoami",
+          "-o",
+          "json",
+        ]);
+        assert.equal(own.code, 0, own.stderr);
+        assert.equal(JSON.parse(own.stdout).status.userInfo.extra, undefined);
+        // A bad extra is refused by `user add` with a message saying what is allowed.
+        const bad = await serverCommand([
+          "user",
+          "add",
+          "ext2",
+          "--extra",
+          "Team=x",
+          "--data-dir",
+          env.dataDir,
+        ]);
+        assert.equal(bad.code, 2);
+        assert.match(bad.stderr, /extra key 'Team' is not valid: use lowercase letters/);
+      },
+    );
+
     await t.step("upgrades (exec) carry the same identity and the same refusals", async () => {
       await alpha.createPod("box", { namespace: "team" });
       await mustAdmin(env, "alpha", [

@@ -45,7 +45,7 @@ export interface TowerEnv {
   /** Starts one more agent for `cluster` (e.g. to replace a killed one). */
   startAgent(cluster: string, name?: string): Promise<TowerProcess>;
   /** Adds a hub user with groups and access to `clusters` globs; returns a kubeconfig path. */
-  addUser(name: string, groups: string[], clusters: string[]): Promise<string>;
+  addUser(name: string, groups: string[], clusters: string[], userAddArgs?: string[]): Promise<string>;
   /** Adds a hub user with a bearer token; returns the token. */
   addTokenUser(name: string, groups: string[], clusters: string[]): Promise<string>;
   /** kubectl from the root namespace (where the hub is) with a kubeconfig. */
@@ -152,8 +152,21 @@ export async function startTowerEnv(opts: TowerEnvOptions): Promise<TowerEnv> {
       const dec = new TextDecoder();
       return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
     };
-    const addUser = async (name: string, groups: string[], clusterGlobs: string[]) => {
-      await must(["user", "add", name, "--data-dir", dataDir, ...groups.flatMap((g) => ["--group", g])]);
+    const addUser = async (
+      name: string,
+      groups: string[],
+      clusterGlobs: string[],
+      userAddArgs: string[] = [],
+    ) => {
+      await must([
+        "user",
+        "add",
+        name,
+        "--data-dir",
+        dataDir,
+        ...groups.flatMap((g) => ["--group", g]),
+        ...userAddArgs,
+      ]);
       if (clusterGlobs.length) {
         await must([
           "access",
