@@ -118,6 +118,18 @@ async function publicPort(cluster: TestCluster, name: string, protocol = "TCP"):
   });
 }
 
+/** Waits until the Service's status names exactly `n` public TCP ports; returns them. */
+async function publicPorts(cluster: TestCluster, name: string, n: number): Promise<number[]> {
+  return await eventually(30_000, async () => {
+    const s = await getService(cluster, name);
+    const ports = (s.status?.loadBalancer?.ingress?.[0]?.ports ?? []).filter((x) => !x.error).map((x) =>
+      x.port
+    );
+    assert.equal(ports.length, n, `${name}: ${JSON.stringify(s.status)}`);
+    return ports;
+  });
+}
+
 /** Connects to 127.0.0.1:port from the root namespace. */
 function connect(port: number): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
@@ -415,6 +427,61 @@ Deno.test("loadbalancer: public hub ports for a cluster's LoadBalancer Services"
       const afterRestart = await eventually(20_000, () => echoThrough(echoPort, 1 << 20));
       assert.equal(afterRestart.got, afterRestart.sent);
     });
+
+    await step(
+      "two agents: traffic survives losing one; a dead backend is skipped; a removed port is freed",
+      async () => {
+        const first = env.agents.get(clusterName)!;
+        const second = await env.startAgent(clusterName, "agent-lbc-3");
+        env.agents.set(clusterName, second);
+        await second.waitForMsg("connected to hub", 30_000);
+        const dnsPort = await publicPort(cluster, "dns", "UDP");
+        await first.stop("SIGKILL");
+        const tcp = await eventually(10_000, () => echoThrough(echoPort, 1 << 20));
+        assert.equal(tcp.got, tcp.sent);
+        assert.equal(await eventually(15_000, () => dnsClient(dnsPort, 7, 20)), 20);
+
+        // Two named ports; port a has a backend nobody listens on (ready all the same) and a live one.
+        const two = (ports: { name: string; port: number }[]) => ({
+          ...(lbService("two", []) as Record<string, unknown>),
+          spec: {
+            type: "LoadBalancer",
+            loadBalancerClass: "tower.dev/lb",
+            ports: ports.map((p) => ({ ...p, targetPort: 9000, protocol: "TCP" })),
+          },
+        });
+        const twoSlice = (name: string, aPort: number) => ({
+          ...(slice(cluster, name, "two", aPort) as Record<string, unknown>),
+          ports: [{ name: "a", port: aPort, protocol: "TCP" }, { name: "b", port: 9000, protocol: "TCP" }],
+        });
+        await apply(cluster, [
+          two([{ name: "a", port: 80 }, { name: "b", port: 81 }]),
+          twoSlice("two-dead", 9099),
+          twoSlice("two-live", 9000),
+        ]);
+        const ports = await publicPorts(cluster, "two", 2);
+        const skippedBefore = second.count("service backend dial failed; trying the next");
+        for (const p of ports) {
+          for (let i = 0; i < 6; i++) {
+            const r = await eventually(20_000, () => echoThrough(p, 4096));
+            assert.equal(r.got, r.sent);
+          }
+        }
+        assert.ok(
+          second.count("service backend dial failed; trying the next") > skippedBefore,
+          "the dead backend was tried and skipped",
+        );
+        await apply(cluster, [two([{ name: "a", port: 80 }])]);
+        const [kept] = await publicPorts(cluster, "two", 1);
+        assert.ok(kept !== undefined && ports.includes(kept));
+        const removed = ports.find((p) => p !== kept)!;
+        await eventually(10_000, async () => assert.ok(await refused(removed), `port ${removed} still open`));
+        const r = await echoThrough(kept, 4096);
+        assert.equal(r.got, r.sent);
+        assert.equal((await cluster.kubectl(["delete", "svc", "-n", ns, "two", "--wait=false"])).code, 0);
+        await eventually(10_000, async () => assert.ok(await refused(kept), `port ${kept} still open`));
+      },
+    );
 
     await step("a not-ready endpoint gets no new connections; before, round robin hits both", async () => {
       backends.push(await startBackend(cluster, "ident", 9101, "A"));
