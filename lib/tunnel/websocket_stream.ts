@@ -148,6 +148,9 @@ export async function dialTunnel(url: URL, opts: DialOptions): Promise<TunnelStr
     socket = await new Promise<tls.TLSSocket>((resolve, reject) => {
       const t = tls.connect({
         socket: tcp,
+        // The name the certificate must carry: without `host`, node:tls checks "localhost", whatever
+        // address was dialed. SNI only for names (RFC 6066 forbids addresses).
+        host,
         servername: net.isIP(host) ? undefined : host,
         ca: opts.ca,
         ALPNProtocols: ["http/1.1"],

@@ -6,7 +6,10 @@
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { createHash } from "node:crypto";
+import http from "node:http";
+import https from "node:https";
 import type net from "node:net";
+import type tls from "node:tls";
 // @ts-types="@types/ws"
 import { WebSocket } from "ws";
 import {
@@ -34,7 +37,7 @@ const MiB = 1 << 20;
 /** A hub with one cluster and one connected agent publishing the given endpoints via `--forward` ports. */
 async function tunnelWith(
   endpoints: Record<string, TestServer>,
-  opts: { hubArgs?: string[]; agentArgs?: string[]; port?: number } = {},
+  opts: { hubArgs?: string[]; agentArgs?: string[]; port?: number; caFile?: string } = {},
 ): Promise<{
   hub: HubProcess;
   agent: TowerProcess;
@@ -47,8 +50,10 @@ async function tunnelWith(
   const cluster = await addCluster(dataDir, "alpha");
   const forward: Record<string, number> = {};
   for (const name of Object.keys(endpoints)) forward[name] = await freePort();
+  const plain = opts.hubArgs?.includes("--plain-http") ?? false;
   const hub = await startHub({
     dataDir,
+    plain,
     ...(opts.port ? { port: opts.port } : {}),
     args: [
       ...Object.entries(forward).flatMap(([name, port]) => ["--forward", `127.0.0.1:${port}=alpha/${name}`]),
@@ -60,7 +65,7 @@ async function tunnelWith(
     cluster: "alpha",
     token: cluster.token,
     fingerprint: cluster.fingerprint,
-    caFile: cluster.caFile,
+    ...(plain ? {} : { caFile: opts.caFile ?? cluster.caFile }),
     publish: Object.entries(endpoints).map(([name, s]) => `${name}=127.0.0.1:${s.port}`),
     args: opts.agentArgs ?? [],
   });
@@ -418,6 +423,79 @@ Deno.test("SIGHUP makes a connected agent reconnect at once", async () => {
     assert.equal(Buffer.compare(await roundTrip(t.forward.echo!, data), data), 0);
   } finally {
     await t.stop();
+    await echo.close();
+  }
+});
+
+/** GET over http(s) from the test; returns status, body and the served certificate's subject CN. */
+function get(url: string, ca?: string): Promise<{ status: number; body: string; cn?: string }> {
+  return new Promise((resolve, reject) => {
+    const mod = url.startsWith("https:") ? https : http;
+    const req = mod.get(url, ca ? { ca } : {}, (res) => {
+      let body = "";
+      const cn = (res.socket as tls.TLSSocket | null)?.getPeerCertificate?.()?.subject?.CN;
+      res.on("data", (c: Uint8Array) => (body += new TextDecoder().decode(c)));
+      res.on("end", () => {
+        resolve({ status: res.statusCode ?? 0, body, ...(cn ? { cn: String(cn) } : {}) });
+      });
+    });
+    req.on("error", reject);
+  });
+}
+
+Deno.test("health endpoints, a plain-HTTP hub with ws:// agents, and a hub serving the operator's certificate", async () => {
+  const echo = await echoServer();
+  try {
+    // --plain-http: the agent dials ws:// and needs no CA.
+    const plain = await tunnelWith({ echo }, { hubArgs: ["--plain-http"] });
+    try {
+      assert.match(plain.hub.url, /^ws:\/\//);
+      assert.deepEqual(await get(`http://127.0.0.1:${plain.hub.port}/healthz`), {
+        status: 200,
+        body: "ok\n",
+      });
+      assert.deepEqual(await get(`http://127.0.0.1:${plain.hub.port}/readyz`), { status: 200, body: "ok\n" });
+      const back = await roundTrip(plain.forward.echo!, patternChunk(3, 64 << 10));
+      assert.equal(Buffer.compare(back, patternChunk(3, 64 << 10)), 0);
+    } finally {
+      await plain.stop();
+    }
+
+    // --tls-cert/--tls-key: the hub serves that certificate instead of one from its own CA.
+    const dir = await scratchDir("own-cert");
+    const cert = `${dir}/hub.crt`;
+    const key = `${dir}/hub.key`;
+    const made = await new Deno.Command("openssl", {
+      args: [
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-days",
+        "1",
+      ]
+        .concat(["-keyout", key, "-out", cert, "-subj", "/CN=hub.example.test"])
+        .concat(["-addext", "subjectAltName=IP:127.0.0.1,DNS:hub.example.test"]),
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    assert.ok(made.success, new TextDecoder().decode(made.stderr));
+    // Its agent trusts only this certificate (--ca-file) and carries traffic.
+    const own = await tunnelWith({ echo }, { hubArgs: ["--tls-cert", cert, "--tls-key", key], caFile: cert });
+    try {
+      const pem = await Deno.readTextFile(cert);
+      const health = await get(`https://127.0.0.1:${own.hub.port}/healthz`, pem);
+      assert.deepEqual(health, { status: 200, body: "ok\n", cn: "hub.example.test" });
+      const back = await roundTrip(own.forward.echo!, patternChunk(4, 64 << 10));
+      assert.equal(Buffer.compare(back, patternChunk(4, 64 << 10)), 0);
+    } finally {
+      await own.stop();
+      await Deno.remove(dir, { recursive: true });
+    }
+  } finally {
     await echo.close();
   }
 });
