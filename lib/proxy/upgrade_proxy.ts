@@ -82,6 +82,75 @@ export function isUpgrade(req: http.IncomingMessage): boolean {
     (req.headers.connection ?? "").toLowerCase().split(",").some((t) => t.trim() === "upgrade");
 }
 
+/**
+ * Writes a response body to `res` as it arrives, not with `pipe()`, for two reasons measured here:
+ * - API servers write lists in ~2 KiB pieces; one SSH packet (and one cipher call) per piece made a 12 MB
+ *   list 8× slower than direct. Pieces that arrive in the same turn go out as one write (up to 64 KiB).
+ * - In Deno, a response with Content-Length whose last bytes are written before a separate end() wedges
+ *   the keep-alive connection (the next response never goes out), so the piece that completes the length
+ *   is sent with end().
+ */
+export class BodyRelay {
+  #pending: Uint8Array[] = [];
+  #pendingBytes = 0;
+  #written = 0;
+  #scheduled = false;
+
+  /** `length` is the Content-Length (NaN when there is none); `source` is paused while `res` is full. */
+  constructor(
+    private readonly res: http.ServerResponse,
+    private readonly length: number,
+    private readonly source: { pause(): void; resume(): void },
+  ) {}
+
+  data(c: Uint8Array): void {
+    this.#written += c.length;
+    this.#pending.push(c);
+    this.#pendingBytes += c.length;
+    if (this.#pendingBytes >= coalesceBytes || this.#written >= this.length) this.#flush();
+    else if (!this.#scheduled) {
+      this.#scheduled = true;
+      setImmediate(() => this.#flush());
+    }
+  }
+
+  end(): void {
+    this.#flush();
+    if (!this.res.writableEnded) this.res.end();
+  }
+
+  #flush(): void {
+    this.#scheduled = false;
+    const res = this.res;
+    if (!this.#pending.length || res.writableEnded) return;
+    const out = this.#pending.length === 1 ? this.#pending[0]! : Buffer.concat(this.#pending);
+    this.#pending = [];
+    this.#pendingBytes = 0;
+    if (this.#written >= this.length) return void res.end(out);
+    if (!res.write(out)) {
+      this.source.pause();
+      res.once("drain", () => this.source.resume());
+    }
+  }
+}
+
+/** Sends an upstream response's status and end-to-end headers to the client. */
+export function relayHead(
+  res: http.ServerResponse,
+  method: string,
+  status: number,
+  statusMessage: string,
+  rawHeaders: string[],
+): void {
+  const headers = endToEndHeaders(rawHeaders);
+  res.writeHead(status, statusMessage, headers);
+  // A streamed body (watch, logs -f) may not write its first chunk for minutes: send headers now. Not
+  // for answers that never have a body (HEAD, 204, 304, e.g. kubectl revalidating its OpenAPI cache):
+  // Deno's node:https server then never writes the next response on that keep-alive connection.
+  const bodiless = method === "HEAD" || status === 204 || status === 304;
+  if (!bodiless && headers["content-length"] === undefined) res.flushHeaders();
+}
+
 /** Proxies a plain request; `res` gets upstream's status, headers and body as they arrive. */
 export async function proxyRequest(
   req: http.IncomingMessage,
@@ -112,47 +181,17 @@ export async function proxyRequest(
     req.pipe(up);
     up.once("response", (ures: http.IncomingMessage) => {
       outcome.status = ures.statusCode ?? 502;
-      res.writeHead(outcome.status, ures.statusMessage, endToEndHeaders(ures.rawHeaders));
-      // A streamed body (watch, logs -f) may not write its first chunk for minutes: send headers now. Not
-      // for answers that never have a body (HEAD, 204, 304, e.g. kubectl revalidating its OpenAPI cache):
-      // Deno's node:https server then never writes the next response on that keep-alive connection.
-      const bodiless = req.method === "HEAD" || outcome.status === 204 || outcome.status === 304;
-      if (!bodiless && ures.headers["content-length"] === undefined) res.flushHeaders();
-      // Not ures.pipe(res), for two reasons measured here:
-      // - API servers write lists in ~2 KiB pieces; one SSH packet (and one cipher call) per piece made a
-      //   12 MB list 8× slower than direct. Pieces that arrive in the same turn go out as one write.
-      // - In Deno, a response with Content-Length whose last bytes are written before a separate end()
-      //   wedges the keep-alive connection (the next response never goes out), so the piece that
-      //   completes the length is sent with end().
-      const length = Number(ures.headers["content-length"]);
-      let pending: Uint8Array[] = [];
-      let pendingBytes = 0;
-      let scheduled = false;
-      const flush = () => {
-        scheduled = false;
-        if (!pending.length || res.writableEnded) return;
-        const out = pending.length === 1 ? pending[0]! : Buffer.concat(pending);
-        pending = [];
-        pendingBytes = 0;
-        if (outcome.bytesOut >= length) return void res.end(out);
-        if (!res.write(out)) {
-          ures.pause();
-          res.once("drain", () => ures.resume());
-        }
-      };
+      relayHead(res, req.method ?? "GET", outcome.status, ures.statusMessage ?? "", ures.rawHeaders);
+      const relay = new BodyRelay(res, Number(ures.headers["content-length"]), {
+        pause: () => ures.pause(),
+        resume: () => ures.resume(),
+      });
       ures.on("data", (c: Uint8Array) => {
         outcome.bytesOut += c.length;
-        pending.push(c);
-        pendingBytes += c.length;
-        if (pendingBytes >= coalesceBytes || outcome.bytesOut >= length) flush();
-        else if (!scheduled) {
-          scheduled = true;
-          setImmediate(flush);
-        }
+        relay.data(c);
       });
       ures.once("end", () => {
-        flush();
-        if (!res.writableEnded) res.end();
+        relay.end();
         settle();
       });
       ures.once("error", (e: Error) => {

@@ -14,17 +14,20 @@ import type { AuthMode, ClusterRecord, RegistryData } from "../registry/mod.ts";
 import { kubeStatusText, kubeVerb, refuseWithStatus } from "../kube/status.ts";
 import { kubernetesEndpoint, serviceEndpointName } from "../kube/endpoint_names.ts";
 import {
+  BodyRelay,
   endToEndHeaders,
+  exchange,
   isUpgrade,
   type ProxyOutcome,
   proxyRequest,
   proxyUpgrade,
+  relayHead,
   type Upstream,
 } from "../proxy/mod.ts";
 import { type AgentConnection, eofFramed, eofFramedUpgrade, splice } from "../tunnel/mod.ts";
 import { type ClusterSessions, NoAgentError, UnsuitableAgentError } from "./cluster_sessions.ts";
 import { authenticate, type Identity, mayReach } from "./user_auth.ts";
-import { ChannelReserve, oneShotAgent } from "./channel_reserve.ts";
+import { ChannelReserve, discard, KeepAliveChannels, oneShotAgent } from "./channel_reserve.ts";
 import type { AuditLog } from "./audit.ts";
 
 /** Header telling the agent which identity mode a request uses. */
@@ -198,8 +201,17 @@ export function kubeProxy(deps: KubeProxyDeps): {
     return reserve;
   };
 
-  /** Everything up to the upstream connection: who, may they, and how to reach the target. */
-  const admit = async (req: http.IncomingMessage, r: KubeRoute): Promise<Admitted> => {
+  // Channels kept open between plain API requests, per cluster and auth mode.
+  const keptAlive = new Map<string, KeepAliveChannels>();
+  const keptAliveFor = (cluster: string, mode: AuthMode) => {
+    const key = `${cluster}|${mode}`;
+    let pool = keptAlive.get(key);
+    if (!pool) keptAlive.set(key, pool = new KeepAliveChannels(reserveFor(cluster, mode)));
+    return pool;
+  };
+
+  /** Who sent the request and whether they may reach the cluster; throws a Refusal otherwise. */
+  const authorize = (req: http.IncomingMessage, r: KubeRoute): { who: Identity; mode: AuthMode } => {
     const registry = deps.registry();
     const record: ClusterRecord | undefined = registry.clusters.find((c) => c.name === r.cluster);
     if (!record) throw new Refusal(404, `cluster '${r.cluster}' is not registered on this hub`);
@@ -211,6 +223,89 @@ export function kubeProxy(deps: KubeProxyDeps): {
     if (!mayReach(who, r.cluster, registry)) {
       throw new Refusal(403, `user '${who.user}' may not reach cluster '${r.cluster}' through this hub`, who);
     }
+    return { who, mode };
+  };
+
+  /** Maps "no agent" errors to the statuses kubectl shows. */
+  const refusalOf = (e: unknown, who: Identity): unknown => {
+    if (e instanceof UnsuitableAgentError) return new Refusal(502, e.message, who);
+    if (e instanceof NoAgentError) return new Refusal(503, e.message, who);
+    return e;
+  };
+
+  /**
+   * A plain API request on a kept-alive channel. A reused channel that fails before any answer (its
+   * agent just went away) is retried once on another when the request has no body.
+   */
+  const proxyKeptAlive = async (
+    req: http.IncomingMessage,
+    res: http.ServerResponse,
+    r: KubeRoute,
+    who: Identity,
+    mode: AuthMode,
+  ): Promise<{ outcome: ProxyOutcome; agent?: AgentConnection }> => {
+    const outcome: ProxyOutcome = { status: 0, bytesIn: 0, bytesOut: 0, upgraded: false };
+    const method = req.method ?? "GET";
+    const headers = identityHeaders(req.rawHeaders, mode, who);
+    const length = req.headers["content-length"];
+    const hasBody = length !== undefined ? length !== "0" : req.headers["transfer-encoding"] !== undefined;
+    const abort = new AbortController();
+    res.once("close", () => {
+      if (!res.writableFinished) abort.abort();
+    });
+    const pool = keptAliveFor(r.cluster, mode);
+    for (let attempt = 0;; attempt++) {
+      let c;
+      try {
+        deps.sessions.requireAgent(
+          r.cluster,
+          kubernetesEndpoint,
+          agentAllows(mode),
+          `the agents of cluster '%s' do not accept auth mode '${mode}'`,
+        );
+        c = await pool.take();
+      } catch (e) {
+        throw refusalOf(e, who);
+      }
+      const { channel } = c;
+      let relay: BodyRelay | undefined;
+      try {
+        const result = await exchange(channel, {
+          method,
+          path: r.path,
+          headers,
+          body: hasBody ? req : undefined,
+        }, {
+          head: (h) => {
+            outcome.status = h.status;
+            relayHead(res, method, h.status, h.statusMessage, h.rawHeaders);
+            relay = new BodyRelay(res, Number(h.header("content-length")), channel);
+          },
+          data: (piece) => {
+            outcome.bytesOut += piece.length;
+            relay!.data(piece);
+          },
+        }, abort.signal);
+        relay?.end();
+        outcome.bytesIn = result.bytesIn;
+        if (result.reusable) pool.give(c);
+        else discard(channel);
+        return { outcome, agent: c.agent };
+      } catch (e) {
+        discard(channel);
+        const answered = (e as { answered?: boolean }).answered === true;
+        if (!answered && c.reused && !hasBody && attempt === 0 && !abort.signal.aborted) continue;
+        outcome.error = (e as Error).message;
+        if (!res.headersSent) sendStatus(res, 502, `cluster '${r.cluster}': ${(e as Error).message}`);
+        else res.destroy();
+        return { outcome, agent: c.agent };
+      }
+    }
+  };
+
+  /** Everything up to the upstream connection: who, may they, and how to reach the target. */
+  const admit = async (req: http.IncomingMessage, r: KubeRoute): Promise<Admitted> => {
+    const { who, mode } = authorize(req, r);
     const svc = r.service;
     const endpoint = svc ? serviceEndpointName(svc.namespace, svc.name, svc.port) : kubernetesEndpoint;
     const suits = svc ? undefined : agentAllows(mode);
@@ -240,12 +335,10 @@ export function kubeProxy(deps: KubeProxyDeps): {
             ),
         },
         carrier: () => agent,
-        release: () => channel.destroy(),
+        release: () => discard(channel),
       };
     } catch (e) {
-      if (e instanceof UnsuitableAgentError) throw new Refusal(502, e.message, who);
-      if (e instanceof NoAgentError) throw new Refusal(503, e.message, who);
-      throw e;
+      throw refusalOf(e, who);
     }
   };
 
@@ -312,6 +405,21 @@ export function kubeProxy(deps: KubeProxyDeps): {
       if (!r) return false;
       const started = performance.now();
       const kr = r;
+      if (!kr.service) {
+        let who: Identity | undefined;
+        Promise.resolve().then(() => {
+          const a = authorize(req, kr);
+          who = a.who;
+          return proxyKeptAlive(req, res, kr, a.who, a.mode);
+        }).then(({ outcome, agent }) => audit(req, kr, started, outcome, who, agent), (e: Error) => {
+          const code = e instanceof Refusal ? e.code : 500;
+          if (!(e instanceof Refusal)) deps.log.error("kube proxy failed", { error: e });
+          req.resume();
+          sendStatus(res, code, e.message);
+          auditRefusal(req, kr, started, code, e);
+        });
+        return true;
+      }
       admit(req, kr).then(async (a) => {
         const outcome = await proxyRequest(
           req,
