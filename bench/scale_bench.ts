@@ -64,6 +64,11 @@ export async function scaleBench(counts: number[]): Promise<Row[]> {
       const connectMs = performance.now() - t0;
       await new Promise((r) => setTimeout(r, 2000));
       const loadedKiB = rssKiB(hub.child.pid);
+      // Idle for a while longer: the connection storm's garbage is collected, keepalives keep flowing.
+      await new Promise((r) => setTimeout(r, 15_000));
+      const idleKiB = rssKiB(hub.child.pid);
+      // The hub's own account (status.json, rewritten every 5 s): V8 heap vs memory outside it.
+      const mem = JSON.parse(await Deno.readTextFile(`${dataDir}/status.json`)).memory ?? {};
       // Restart the hub on the same port; the agents come back by themselves.
       await hub.stop();
       const restartAt = performance.now();
@@ -77,6 +82,10 @@ export async function scaleBench(counts: number[]): Promise<Row[]> {
         connected: up,
         hubRssMiB: round(loadedKiB / 1024, 1),
         kibPerSession: round((loadedKiB - baseKiB) / n, 1),
+        idleKibPerSession: round((idleKiB - baseKiB) / n, 1),
+        heapUsedMiB: round((mem.heapUsed ?? 0) / 2 ** 20, 1),
+        heapTotalMiB: round((mem.heapTotal ?? 0) / 2 ** 20, 1),
+        externalMiB: round((mem.external ?? 0) / 2 ** 20, 1),
         reconnectAllS: round(reconnectMs / 1000, 1),
         reconnected: back,
         failed: n - back,

@@ -181,7 +181,9 @@ export async function startHub(config: HubConfig): Promise<Hub> {
     if (summary === lastSummary && ++statusTicks < 20) return;
     lastSummary = summary;
     statusTicks = 0;
-    const body = `{"pid":${Deno.pid},"updatedAt":"${new Date().toISOString()}","clusters":${summary}}`;
+    const body = `{"pid":${Deno.pid},"updatedAt":"${new Date().toISOString()}","memory":${
+      JSON.stringify(Deno.memoryUsage())
+    },"clusters":${summary}}`;
     const tmp = `${statusPath}.tmp`;
     await Deno.writeTextFile(tmp, body).then(() => Deno.rename(tmp, statusPath)).catch((e) =>
       log.warn("status file not written", { error: e })

@@ -190,15 +190,25 @@ export interface HubProcess extends TowerProcess {
   dataDir: string;
 }
 
+/** The V8 flags `deno task server` runs the hub with (deno.json), so tests run it as shipped. */
+const hubV8Flags = /--v8-flags=(\S+)/.exec(
+  JSON.parse(Deno.readTextFileSync(join(repoRoot, "deno.json"))).tasks.server,
+)?.[1];
+
 /**
  * `--cpu-prof` flags when `TOWER_PROFILE_DIR` is set (for profiling hub and agent under a benchmark;
- * see BENCHMARKS.md). Each process writes its `.cpuprofile` there when it exits.
+ * see BENCHMARKS.md; each process writes its `.cpuprofile` there when it exits), and V8 flags from
+ * `TOWER_V8_FLAGS` (for trying heap settings; the hub's default is {@link hubV8Flags}).
  */
 function profileFlags(who: string): string[] {
   const dir = Deno.env.get("TOWER_PROFILE_DIR");
-  return dir
-    ? ["--cpu-prof", `--cpu-prof-dir=${dir}`, `--cpu-prof-name=${who}-${Date.now()}.cpuprofile`]
-    : [];
+  const v8 = Deno.env.get("TOWER_V8_FLAGS") ?? (who === "hub" ? hubV8Flags : undefined);
+  return [
+    ...(dir
+      ? ["--cpu-prof", `--cpu-prof-dir=${dir}`, `--cpu-prof-name=${who}-${Date.now()}.cpuprofile`]
+      : []),
+    ...(v8 ? [`--v8-flags=${v8}`] : []),
+  ];
 }
 
 /** Starts `main_server.ts serve` and waits until it listens. */
