@@ -65,6 +65,7 @@ export async function loadHostKey(dir: string): Promise<{ key: string; fingerpri
   const path = dataPaths(dir).hostKey;
   let key = await readIfExists(path);
   if (!key) {
+    await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
     key = newHostKey();
     await writeSecret(path, key);
   }

@@ -33,7 +33,7 @@ const HERE = new URL(".", import.meta.url).pathname;
 /** The build script next to this file; its `--dir` output is the cache dir. */
 export const BUILD_SCRIPT: string = `${HERE}build.sh`;
 const GO_MISSING_HELP = "Install Go >= 1.26 (https://go.dev/dl) and put its bin dir on PATH so the " +
-  "harness can build the binaries once (tests/cluster/build.sh, 15-25 min on 2 cores, cached after), " +
+  "harness can build the binaries once (tests/cluster/build.sh, about 6 min on 2 cores with downloads, cached after), " +
   "or set TOWER_K8S_BIN to a dir holding kube-apiserver, kubectl, etcd and kwok " +
   "(KUBEBUILDER_ASSETS with kube-apiserver, etcd and kubectl is honoured too, but kwok still needs Go " +
   "or the build cache).";
@@ -165,6 +165,10 @@ export async function kwokVersion(): Promise<string> {
 export async function findKwokStages(opts: FindBinariesOptions = {}): Promise<string> {
   const env = opts.env ?? Deno.env.toObject();
   const version = await kwokVersion();
+  // Kept next to the binaries by build.sh (or shipped in a TOWER_K8S_BIN / KUBEBUILDER_ASSETS dir).
+  for (const dir of [env.TOWER_K8S_BIN, env.KUBEBUILDER_ASSETS, await buildCacheDir({ env })]) {
+    if (dir && await exists(`${dir}/kwok-stage/pod/fast/pod-ready.yaml`)) return `${dir}/kwok-stage`;
+  }
   const go = await lookPath("go", env);
   const caches: string[] = [];
   if (env.GOMODCACHE) caches.push(env.GOMODCACHE);

@@ -66,7 +66,42 @@ Deno.test("the build cache is used when nothing is set, and a cached start is in
   });
   const version = await new Deno.Command(b.kubectl, { args: ["version", "--client", "-o", "json"] }).output();
   assert.match(new TextDecoder().decode(version.stdout), /"gitVersion": "v1\.36\.3"/);
-  assert.match(await findKwokStages({ env }), /sigs\.k8s\.io\/kwok@v0\.8\.0\/kustomize\/stage$/);
+  // build.sh keeps kwok's stage YAML next to the binaries, so a cluster needs no Go once built.
+  assert.equal(await findKwokStages({ env }), `${dir}/kwok-stage`);
+});
+
+Deno.test("a TOWER_K8S_BIN dir with binaries and kwok-stage needs no Go and no module cache", async () => {
+  const dir = await buildCacheDir();
+  const home = await Deno.makeTempDir({ prefix: "tower-givenbin-" });
+  try {
+    const given = `${home}/bin`;
+    await Deno.mkdir(given);
+    for (const f of ["kube-apiserver", "kubectl", "etcd", "kwok", "kwok-stage"]) {
+      await Deno.symlink(`${dir}/${f}`, `${given}/${f}`);
+    }
+    const code = `import { findBinaries, findKwokStages } from ${JSON.stringify(BINS_TS)};
+console.log(JSON.stringify({ bins: await findBinaries(), stages: await findKwokStages() }));`;
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["eval", "--no-config", code],
+      cwd: home,
+      clearEnv: true,
+      env: {
+        PATH: "",
+        HOME: home,
+        XDG_CACHE_HOME: `${home}/cache`,
+        DENO_DIR: `${home}/deno`,
+        TOWER_K8S_BIN: given,
+        NO_COLOR: "1",
+      },
+    }).output();
+    assert.ok(out.success, new TextDecoder().decode(out.stderr));
+    const got = JSON.parse(new TextDecoder().decode(out.stdout));
+    assert.equal(got.bins.source, "TOWER_K8S_BIN");
+    assert.equal(got.bins.kubeApiserver, `${given}/kube-apiserver`);
+    assert.equal(got.stages, `${given}/kwok-stage`);
+  } finally {
+    await Deno.remove(home, { recursive: true });
+  }
 });
 
 Deno.test("without Go and without binaries the error says what to install or set", async () => {

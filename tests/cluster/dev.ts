@@ -53,9 +53,13 @@ async function run(cmd: string, args: string[], stdin?: string): Promise<string>
   return new TextDecoder().decode(out.stdout);
 }
 
+/** The agent image `--kind` builds from deploy/agent/Dockerfile and loads into each kind cluster. */
+const kindAgentImage = "tower-agent:dev";
+
 /**
- * kind flavour: kind clusters in Docker, the agent deployed with the very manifest `cluster add` prints
- * (deploy/agent/). The hub is reached from the kind nodes at the Docker bridge gateway.
+ * kind flavour: kind clusters in Docker, the agent image built from this checkout, and the agent deployed
+ * with the very manifest `cluster add` prints (deploy/agent/) with that image. The hub is reached from the
+ * kind nodes at the gateway of kind's Docker network.
  */
 async function devWithKind(): Promise<void> {
   for (const tool of ["kind", "docker", "kubectl"]) {
@@ -64,13 +68,26 @@ async function devWithKind(): Promise<void> {
     }
   }
   const dataDir = join(repoRoot, ".tower", "dev-kind");
-  const gateway = "172.17.0.1";
-  const hub = await startHub({ dataDir, port, args: ["--listen", `0.0.0.0:${port}`, "--name", gateway] });
+  let hub: Awaited<ReturnType<typeof startHub>> | undefined;
   try {
+    await run("docker", ["build", "-f", "deploy/agent/Dockerfile", "-t", kindAgentImage, repoRoot]);
+    for (const name of names) {
+      await run("kind", ["create", "cluster", "--name", `tower-${name}`]);
+      await run("kind", ["load", "docker-image", kindAgentImage, "--name", `tower-${name}`]);
+    }
+    // kind puts its nodes on a Docker network of its own (named "kind"); its gateway is this machine.
+    const gateway = (await run("docker", [
+      "network",
+      "inspect",
+      "kind",
+      "-f",
+      "{{range .IPAM.Config}}{{if .Gateway}}{{.Gateway}} {{end}}{{end}}",
+    ])).trim().split(/\s+/).find((g) => /^\d+\.\d+\.\d+\.\d+$/.test(g));
+    if (!gateway) throw new Error("cannot find the IPv4 gateway of Docker network 'kind'");
+    hub = await startHub({ dataDir, port, args: ["--listen", `0.0.0.0:${port}`, "--name", gateway] });
     await serverCommand(["user", "add", "dev", "--group", "system:masters", "--data-dir", dataDir]);
     await serverCommand(["access", "allow", "--user", "dev", "--clusters", "*", "--data-dir", dataDir]);
     for (const name of names) {
-      await run("kind", ["create", "cluster", "--name", `tower-${name}`]);
       const added = await serverCommand([
         "cluster",
         "add",
@@ -80,7 +97,8 @@ async function devWithKind(): Promise<void> {
         "--data-dir",
         dataDir,
       ]);
-      const manifest = added.stdout.slice(added.stdout.indexOf("---\n") + 4);
+      const manifest = added.stdout.slice(added.stdout.indexOf("---\n") + 4)
+        .replace(/image: \S+/, `image: ${kindAgentImage}\n          imagePullPolicy: Never`);
       await run("kubectl", ["--context", `kind-tower-${name}`, "apply", "-f", "-"], manifest);
     }
     const kc = await serverCommand([
@@ -96,7 +114,7 @@ async function devWithKind(): Promise<void> {
     console.log(`kind clusters up; try: kubectl --kubeconfig ${kubeconfigPath} --context ${names[0]} get ns`);
     await waitForCtrlC();
   } finally {
-    await hub.stop();
+    await hub?.stop();
     for (const name of names) {
       await run("kind", ["delete", "cluster", "--name", `tower-${name}`]).catch(() => {});
     }
