@@ -77,8 +77,11 @@ Deno.test("kubectl verbs through the hub, over WebSocket and SPDY", async (t) =>
       for (const n of ["default", "kube-system", "tower-system"]) {
         assert.ok(ns.includes(`namespace/${n}`), `${ns}`);
       }
-      const lists = auditSince(env.hub).filter((r) => r.verb === "list").map((r) => r.path);
-      assert.ok(lists.includes("/api/v1/pods") && lists.includes("/api/v1/namespaces"), `${lists}`);
+      // Audit lines are written at the end of the hub's event-loop turn, so they may trail the response.
+      await eventually(5_000, () => {
+        const lists = auditSince(env.hub).filter((r) => r.verb === "list").map((r) => r.path);
+        assert.ok(lists.includes("/api/v1/pods") && lists.includes("/api/v1/namespaces"), `${lists}`);
+      });
     });
 
     await step("watch sees ADDED, MODIFIED and DELETED", async () => {
@@ -130,10 +133,11 @@ Deno.test("kubectl verbs through the hub, over WebSocket and SPDY", async (t) =>
       );
       // The second apply revalidated kubectl's cached OpenAPI index (304, no body) and sent its next
       // request on the same connection: a bodiless answer must not stall the connection.
-      assert.ok(
-        auditSince(env.hub).some((r) => r.path === "/openapi/v3" && r.status === 304),
-        "a 304 for /openapi/v3 went through the hub",
-      );
+      await eventually(5_000, () =>
+        assert.ok(
+          auditSince(env.hub).some((r) => r.path === "/openapi/v3" && r.status === 304),
+          "a 304 for /openapi/v3 went through the hub",
+        ));
       const applied = JSON.parse(
         await must(["get", "cm", "applied", "-n", ns, "-o", "json"]),
       ) as k8s.V1ConfigMap;
@@ -194,17 +198,19 @@ Deno.test("kubectl verbs through the hub, over WebSocket and SPDY", async (t) =>
       const gone = await kubectl(["get", "cm", "applied", "-n", ns]);
       assert.equal(gone.code, 1);
       assert.match(gone.stderr, /NotFound|not found/);
-      const lines = auditSince(env.hub, from);
-      assert.equal(
-        lines.filter((r) => r.verb === "delete" && r.status === 200).length,
-        2,
-        JSON.stringify(lines),
-      );
-      assert.ok(
-        lines.some((r) => r.path === `/api/v1/namespaces/${ns}/configmaps/applied` && r.status === 404),
-      );
-      const patches = auditSince(env.hub).filter((r) => r.method === "PATCH" && r.status === 200);
-      assert.ok(patches.length >= 6, `${patches.length} PATCH lines`);
+      await eventually(5_000, () => {
+        const lines = auditSince(env.hub, from);
+        assert.equal(
+          lines.filter((r) => r.verb === "delete" && r.status === 200).length,
+          2,
+          JSON.stringify(lines),
+        );
+        assert.ok(
+          lines.some((r) => r.path === `/api/v1/namespaces/${ns}/configmaps/applied` && r.status === 404),
+        );
+        const patches = auditSince(env.hub).filter((r) => r.method === "PATCH" && r.status === 200);
+        assert.ok(patches.length >= 6, `${patches.length} PATCH lines`);
+      });
     });
 
     await step("api-resources, explain, auth can-i and whoami", async () => {
@@ -247,9 +253,13 @@ Deno.test("kubectl verbs through the hub, over WebSocket and SPDY", async (t) =>
       assert.equal(urls.length, 20, urls.join("\n"));
       assert.ok(urls.every((u) => u.includes("limit=100")), urls.join("\n"));
       assert.equal(urls.filter((u) => u.includes("continue=")).length, 19, urls.join("\n"));
-      const lists = auditSince(env.hub, from).filter((l) => l.path === `/api/v1/namespaces/${ns}/configmaps`);
-      assert.equal(lists.length, 20, JSON.stringify(lists));
-      assert.ok(lists.every((l) => l.verb === "list" && l.status === 200));
+      await eventually(5_000, () => {
+        const lists = auditSince(env.hub, from).filter((l) =>
+          l.path === `/api/v1/namespaces/${ns}/configmaps`
+        );
+        assert.equal(lists.length, 20, JSON.stringify(lists));
+        assert.ok(lists.every((l) => l.verb === "list" && l.status === 200));
+      });
     });
 
     await step("CRD and custom resources", async () => {
@@ -315,11 +325,13 @@ Deno.test("kubectl verbs through the hub, over WebSocket and SPDY", async (t) =>
       await must(["delete", "widget", "w1"]);
       assert.equal((await must(["get", "widgets", "-o", "name"])).trim(), "");
       await must(["delete", "crd", "widgets.tower.example.com"]);
-      const paths = auditSince(env.hub).map((r) => r.path);
-      assert.ok(
-        paths.includes("/apis/tower.example.com/v1/namespaces/default/widgets/w1"),
-        "CR requests audited",
-      );
+      await eventually(5_000, () =>
+        assert.ok(
+          auditSince(env.hub).map((r) => r.path).includes(
+            "/apis/tower.example.com/v1/namespaces/default/widgets/w1",
+          ),
+          "CR requests audited",
+        ));
     });
 
     await step("logs and logs -f", async () => {

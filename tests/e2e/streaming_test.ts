@@ -31,7 +31,9 @@ function until(what: string, check: () => Promise<boolean>, ms = 10_000): Promis
 }
 
 Deno.test("a watch streams event by event through the hub; closing the client closes the upstream", async () => {
-  const env = await startTowerEnv({ clusters: ["stream"] });
+  // Audit to a file this time (the other e2e tests read it from stdout).
+  const auditFile = `/tmp/tower/audit-${crypto.randomUUID()}.log`;
+  const env = await startTowerEnv({ clusters: ["stream"], hubArgs: ["--audit-log", auditFile] });
   try {
     const cluster = env.clusters.get("stream")!;
     const kc = YAML.parse(
@@ -113,13 +115,15 @@ Deno.test("a watch streams event by event through the hub; closing the client cl
       "the watch's channel is released",
       async () => (await openChannels(env.dataDir, "stream")) <= before,
     );
-    await until("the watch is audited as closed by the client", () =>
-      Promise.resolve(
-        env.hub.stdout.some((l) =>
-          l.includes('"verb":"watch"') && l.includes("client closed the connection")
-        ),
-      ));
+    await until("the watch is audited as closed by the client", async () => {
+      const lines = (await Deno.readTextFile(auditFile)).trim().split("\n").map((l) => JSON.parse(l));
+      return lines.some((l) => l.verb === "watch" && l.error === "client closed the connection");
+    });
+    const audit = await Deno.readTextFile(auditFile);
+    assert.ok(!/BEGIN|PRIVATE|Bearer|tower_/.test(audit), "no credential in the audit file");
+    assert.equal((await Deno.stat(auditFile)).mode! & 0o777, 0o600);
   } finally {
     await env.stop();
+    await Deno.remove(auditFile).catch(() => {});
   }
 });

@@ -18,7 +18,8 @@ import {
   startHub,
   type TowerProcess,
 } from "../helpers/tower_procs.ts";
-import { echoServer, type TestServer } from "../helpers/net_servers.ts";
+import { Buffer } from "node:buffer";
+import { echoServer, freePort, patternChunk, roundTrip, type TestServer } from "../helpers/net_servers.ts";
 
 /** Runs `cluster …` against `dataDir`. */
 function cluster(dataDir: string, verb: string, ...args: string[]) {
@@ -97,6 +98,7 @@ async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
 async function withHub(
   fn: (env: { dir: string; hub: HubProcess; echo: TestServer; agents: TowerProcess[] }) => Promise<void>,
   before: (dir: string) => Promise<void>,
+  hubArgs: string[] = [],
 ): Promise<void> {
   await withDir(async (dir) => {
     await before(dir);
@@ -104,7 +106,7 @@ async function withHub(
     const agents: TowerProcess[] = [];
     let hub: HubProcess | undefined;
     try {
-      hub = await startHub({ dataDir: dir });
+      hub = await startHub({ dataDir: dir, args: hubArgs });
       await fn({ dir, hub, echo, agents });
     } finally {
       await Promise.all(agents.map((a) => a.stop()));
@@ -330,9 +332,45 @@ Deno.test("cluster list against a running hub shows the connected agent", async 
   });
 });
 
+/**
+ * A second cluster, "other", with its agent connected and its echo endpoint on a hub `--forward` port: what
+ * happens to one cluster must leave it alone. `check()` asserts that it kept its session and still carries
+ * traffic.
+ */
+async function bystander(
+  hub: HubProcess,
+  echo: TestServer,
+  agents: TowerProcess[],
+  other: { token: string; fingerprint: string; caFile: string },
+  port: number,
+): Promise<{ check(): Promise<void> }> {
+  const agent = startAgent({
+    hubUrl: hub.url,
+    cluster: "other",
+    token: other.token,
+    fingerprint: other.fingerprint,
+    caFile: other.caFile,
+    publish: [`echo=127.0.0.1:${echo.port}`],
+    name: "agent-other",
+  });
+  agents.push(agent);
+  await agent.waitForMsg("connected to hub");
+  const from = agent.lines.length;
+  return {
+    check: async () => {
+      const data = patternChunk(9, 256 << 10);
+      assert.equal(Buffer.compare(await roundTrip(port, data), data), 0, "traffic to the other cluster");
+      assert.equal(agent.lines.slice(from).filter((l) => l.msg === "disconnected from hub").length, 0);
+    },
+  };
+}
+
 Deno.test("cluster remove on a running hub closes the agent's session at once and refuses its return", async () => {
   let added = { token: "", fingerprint: "", caFile: "" };
+  let other = { token: "", fingerprint: "", caFile: "" };
+  const port = await freePort();
   await withHub(async ({ dir, hub, echo, agents }) => {
+    const others = await bystander(hub, echo, agents, other, port);
     const agent = startAgent({
       hubUrl: hub.url,
       cluster: "prod",
@@ -358,14 +396,19 @@ Deno.test("cluster remove on a running hub closes the agent's session at once an
     const refusal = await hub.waitForMsg("agent refused", 2000, hubFrom);
     assert.equal(refusal.reason, "unknown cluster");
     assert.ok(!hub.dump().includes(added.token) && !agent.dump().includes(added.token), "token in a log");
+    await others.check();
   }, async (dir) => {
     added = await addCluster(dir, "prod");
-  });
+    other = await addCluster(dir, "other");
+  }, ["--forward", `127.0.0.1:${port}=other/echo`]);
 });
 
 Deno.test("cluster rotate-token on a running hub drops and refuses the old token; the new one connects", async () => {
   let added = { token: "", fingerprint: "", caFile: "" };
+  let other = { token: "", fingerprint: "", caFile: "" };
+  const port = await freePort();
   await withHub(async ({ dir, hub, echo, agents }) => {
+    const others = await bystander(hub, echo, agents, other, port);
     const agentOpts = {
       hubUrl: hub.url,
       cluster: "prod",
@@ -396,7 +439,9 @@ Deno.test("cluster rotate-token on a running hub drops and refuses the old token
     for (const p of [hub, old, fresh]) {
       assert.ok(!p.dump().includes(newToken) && !p.dump().includes(added.token), `token in ${p.name}'s log`);
     }
+    await others.check();
   }, async (dir) => {
     added = await addCluster(dir, "prod");
-  });
+    other = await addCluster(dir, "other");
+  }, ["--forward", `127.0.0.1:${port}=other/echo`]);
 });
