@@ -72,7 +72,11 @@ export class ResponseParser {
       this.keepAlive = false;
       return;
     }
-    this.#buf = this.#buf.length ? Buffer.concat([this.#buf, chunk]) : Buffer.from(chunk);
+    // A view, not a copy (Buffer.from(Uint8Array) copies): body bytes pass through untouched.
+    const view = Buffer.isBuffer(chunk)
+      ? chunk
+      : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+    this.#buf = this.#buf.length ? Buffer.concat([this.#buf, view]) : view;
     while (this.#step());
   }
 
@@ -210,8 +214,9 @@ export function requestHead(method: string, path: string, headers: http.Outgoing
   let head = `${method} ${path} HTTP/1.1\r\n`;
   for (const [name, value] of Object.entries(headers)) {
     if (value === undefined) continue;
+    if (/[\r\n:]/.test(name)) throw new Error(`header name '${name}' holds a line break or a colon`);
     for (const v of Array.isArray(value) ? value : [String(value)]) {
-      if (/[\r\n]/.test(v) || /[\r\n:]/.test(name)) throw new Error(`header '${name}' holds a line break`);
+      if (/[\r\n]/.test(v)) throw new Error(`header '${name}' holds a line break`);
       head += `${name}: ${v}\r\n`;
     }
   }
@@ -224,8 +229,6 @@ export interface ExchangeResult {
   reusable: boolean;
   /** Request body bytes sent. */
   bytesIn: number;
-  /** Whether any response byte arrived (a request that got none may be retried on another channel). */
-  answered: boolean;
 }
 
 /** What {@link exchange} sends. */
@@ -239,8 +242,9 @@ export interface ExchangeRequest {
 
 /**
  * Sends one request on `channel` and reads its response. Handlers get the head and every body piece as
- * it arrives; `pause`/`resume` let the caller hold the channel back when its client is slow. Resolves
- * once the response is complete, rejects when the channel fails or the response is malformed.
+ * it arrives (a caller with a slow client pauses the channel itself). Resolves once the response is
+ * complete; rejects when the channel fails or the response is malformed, with `answered` on the error
+ * telling whether any response byte arrived (a request that got none may be retried elsewhere).
  */
 export function exchange(
   channel: Duplex,
@@ -270,7 +274,7 @@ export function exchange(
       if (settled || !parser.done || !bodySent) return;
       settled = true;
       cleanup();
-      resolve({ reusable: parser.keepAlive, bytesIn, answered: true });
+      resolve({ reusable: parser.keepAlive, bytesIn });
     };
     const onData = (c: Uint8Array) => {
       try {

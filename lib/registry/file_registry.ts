@@ -103,14 +103,8 @@ function validateUsers(raw: unknown, fail: (what: string) => never): UserRecord[
       fail(`${at}.tokenHash of '${name}' must be 'sha256:' and 64 hex digits`);
     }
     const extra = rec.extra ?? {};
-    if (
-      typeof extra !== "object" || Array.isArray(extra) ||
-      Object.entries(extra).some(([k, v]) =>
-        !isExtraKey(k) || !Array.isArray(v) || v.some((x) => typeof x !== "string" || !isExtraValue(x))
-      )
-    ) {
-      fail(`${at}.extra of '${name}' must map extra keys (${extraKeyRule}) to lists of printable strings`);
-    }
+    const problem = extraProblem(extra);
+    if (problem) fail(`${at}.extra of '${name}': ${problem}`);
     return {
       name,
       groups: groups as string[],
@@ -178,21 +172,28 @@ export function isUserName(name: string): boolean {
     ![...name].some((ch) => ch.charCodeAt(0) < 0x20 || ch.charCodeAt(0) === 0x7f);
 }
 
-/** What an extra key may look like, for messages. */
-export const extraKeyRule =
-  "lowercase letters, digits, '.', '-', '_' and '/', starting with a letter or digit";
-
 /**
- * True for a user-extra key: `example.com/team`, `scopes`. Sent as `Impersonate-Extra-KEY` with '/'
- * percent-encoded, as the API server expects for characters that are not legal in a header name.
+ * What is wrong with a user's extras (key → values), or undefined when nothing is. Keys look like
+ * `example.com/team` or `scopes` and are sent as `Impersonate-Extra-KEY` with '/' percent-encoded, as the
+ * API server expects for characters not legal in a header name; values travel as header values.
  */
-export function isExtraKey(key: string): boolean {
-  return key.length <= 253 && /^[a-z0-9][-a-z0-9._/]*$/.test(key);
-}
-
-/** True for an extra value: printable ASCII (it travels as a header value), at most 1,024 characters. */
-export function isExtraValue(value: string): boolean {
-  return value.length <= 1024 && /^[\x20-\x7e]*$/.test(value);
+export function extraProblem(extra: unknown): string | undefined {
+  if (typeof extra !== "object" || extra === null || Array.isArray(extra)) {
+    return "extras must map keys to lists of values";
+  }
+  for (const [key, values] of Object.entries(extra)) {
+    if (key.length > 253 || !/^[a-z0-9][-a-z0-9._/]*$/.test(key)) {
+      return `extra key '${key}' is not valid: use lowercase letters, digits, '.', '-', '_' and '/', ` +
+        "starting with a letter or digit";
+    }
+    if (!Array.isArray(values) || values.some((v) => typeof v !== "string")) {
+      return `extra '${key}' must be a list of strings`;
+    }
+    if (values.some((v: string) => v.length > 1024 || !/^[\x20-\x7e]*$/.test(v))) {
+      return `extra value for '${key}' must be printable ASCII, at most 1,024 characters`;
+    }
+  }
+  return undefined;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -1,12 +1,5 @@
 /** Clusters, users, access rules, tokens and settings: the registry interface and its YAML backend. @module */
-export {
-  extraKeyRule,
-  FileRegistry,
-  isExtraKey,
-  isExtraValue,
-  isUserName,
-  validateRegistry,
-} from "./file_registry.ts";
+export { extraProblem, FileRegistry, isUserName, validateRegistry } from "./file_registry.ts";
 export { decoyHash, hashToken, isTokenHash, newToken, tokenMatches } from "./join_token.ts";
 export {
   type AccessRule,

@@ -4,6 +4,7 @@
  * @module
  */
 
+import { Buffer } from "node:buffer";
 import { logger } from "../log/log.ts";
 
 /** One audit record. */
@@ -37,7 +38,6 @@ export interface AuditLog {
  */
 class BatchedLines {
   #queue: Uint8Array[] = [];
-  #queued = 0;
   #scheduled = false;
 
   constructor(
@@ -47,7 +47,6 @@ class BatchedLines {
 
   push(line: Uint8Array): void {
     this.#queue.push(line);
-    this.#queued += line.length;
     if (!this.#scheduled) {
       this.#scheduled = true;
       setImmediate(() => this.flush());
@@ -58,14 +57,8 @@ class BatchedLines {
   flush(): void {
     this.#scheduled = false;
     if (!this.#queue.length) return;
-    const batch = new Uint8Array(this.#queued);
-    let at = 0;
-    for (const l of this.#queue) {
-      batch.set(l, at);
-      at += l.length;
-    }
+    const batch = Buffer.concat(this.#queue);
     this.#queue = [];
-    this.#queued = 0;
     try {
       for (let off = 0; off < batch.length;) off += this.writer.writeSync(batch.subarray(off));
     } catch (e) {

@@ -23,6 +23,12 @@ export interface OpenChannel {
   agent: AgentConnection;
 }
 
+/** Whether a channel can still carry a request. */
+function usable(c: OpenChannel): boolean {
+  return !c.channel.destroyed && c.channel.readable && c.channel.writable && !c.agent.closed &&
+    !c.agent.isLate();
+}
+
 /** Keeps up to `size` unused open channels ready to hand out. */
 export class ChannelReserve {
   readonly #open: ChannelOpener;
@@ -39,7 +45,7 @@ export class ChannelReserve {
   async take(): Promise<OpenChannel> {
     let got: OpenChannel | undefined;
     while ((got = this.#ready.shift())) {
-      if (!got.channel.destroyed && !got.agent.closed && !got.agent.isLate()) break;
+      if (usable(got)) break;
       got.channel.destroy();
     }
     this.#refill();
@@ -70,12 +76,6 @@ export class ChannelReserve {
 export function discard(channel: Duplex): void {
   channel.resume();
   channel.destroy();
-}
-
-/** Whether a channel can still carry a request. */
-function usable(c: OpenChannel): boolean {
-  return !c.channel.destroyed && c.channel.readable && c.channel.writable && !c.agent.closed &&
-    !c.agent.isLate();
 }
 
 /**

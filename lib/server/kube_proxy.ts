@@ -405,19 +405,19 @@ export function kubeProxy(deps: KubeProxyDeps): {
       if (!r) return false;
       const started = performance.now();
       const kr = r;
+      const refused = (e: Error) => {
+        const code = e instanceof Refusal ? e.code : 500;
+        if (!(e instanceof Refusal)) deps.log.error("kube proxy failed", { error: e });
+        req.resume();
+        sendStatus(res, code, e.message);
+        auditRefusal(req, kr, started, code, e);
+      };
       if (!kr.service) {
-        let who: Identity | undefined;
-        Promise.resolve().then(() => {
-          const a = authorize(req, kr);
-          who = a.who;
-          return proxyKeptAlive(req, res, kr, a.who, a.mode);
-        }).then(({ outcome, agent }) => audit(req, kr, started, outcome, who, agent), (e: Error) => {
-          const code = e instanceof Refusal ? e.code : 500;
-          if (!(e instanceof Refusal)) deps.log.error("kube proxy failed", { error: e });
-          req.resume();
-          sendStatus(res, code, e.message);
-          auditRefusal(req, kr, started, code, e);
-        });
+        const keptAlive = async () => {
+          const { who, mode } = authorize(req, kr);
+          return { who, ...await proxyKeptAlive(req, res, kr, who, mode) };
+        };
+        keptAlive().then(({ who, outcome, agent }) => audit(req, kr, started, outcome, who, agent), refused);
         return true;
       }
       admit(req, kr).then(async (a) => {
@@ -430,13 +430,7 @@ export function kubeProxy(deps: KubeProxyDeps): {
         );
         a.release();
         audit(req, kr, started, outcome, a.who, a.carrier());
-      }, (e: Error) => {
-        const code = e instanceof Refusal ? e.code : 500;
-        if (!(e instanceof Refusal)) deps.log.error("kube proxy failed", { error: e });
-        req.resume();
-        sendStatus(res, code, e.message);
-        auditRefusal(req, kr, started, code, e);
-      });
+      }, refused);
       return true;
     },
     upgrade: (req, socket, head, fixedCluster) => {

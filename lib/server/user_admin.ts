@@ -9,10 +9,8 @@ import YAML from "yaml";
 import { ConfigError } from "../config/mod.ts";
 import {
   type AccessRule,
-  extraKeyRule,
+  extraProblem,
   hashToken,
-  isExtraKey,
-  isExtraValue,
   isUserName,
   newToken,
   type RegistryData,
@@ -38,14 +36,8 @@ export async function addUser(
 ): Promise<{ token: string | undefined }> {
   checkUserName(name);
   for (const g of groups) checkUserName(g, "group name");
-  for (const [k, values] of Object.entries(extra)) {
-    if (!isExtraKey(k)) throw new ConfigError(`extra key '${k}' is not valid: use ${extraKeyRule}`);
-    for (const v of values) {
-      if (!isExtraValue(v)) {
-        throw new ConfigError(`extra value for '${k}' must be printable ASCII, at most 1,024 characters`);
-      }
-    }
-  }
+  const problem = extraProblem(extra);
+  if (problem) throw new ConfigError(problem);
   const registry = await openDataDir(dataDir);
   const token = withToken ? newToken() : undefined;
   await registry.update((data) => {

@@ -200,7 +200,7 @@ const hubV8Flags = /--v8-flags=(\S+)/.exec(
  * see BENCHMARKS.md; each process writes its `.cpuprofile` there when it exits), and V8 flags from
  * `TOWER_V8_FLAGS` (for trying heap settings; the hub's default is {@link hubV8Flags}).
  */
-function profileFlags(who: string): string[] {
+function runtimeFlags(who: string): string[] {
   const dir = Deno.env.get("TOWER_PROFILE_DIR");
   const v8 = Deno.env.get("TOWER_V8_FLAGS") ?? (who === "hub" ? hubV8Flags : undefined);
   return [
@@ -217,7 +217,7 @@ export async function startHub(opts: HubProcessOptions): Promise<HubProcess> {
     "run",
     "-P=server",
     "--no-prompt",
-    ...profileFlags("hub"),
+    ...runtimeFlags("hub"),
     "main_server.ts",
     "serve",
     "--data-dir",
@@ -259,7 +259,7 @@ export function startAgent(opts: AgentProcessOptions): TowerProcess {
       "run",
       "-P=agent",
       "--no-prompt",
-      ...profileFlags("agent"),
+      ...runtimeFlags("agent"),
       "main_agent.ts",
       "--hub",
       opts.hubUrl,

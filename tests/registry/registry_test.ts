@@ -172,6 +172,14 @@ Deno.test("validateRegistry names what is wrong and where", () => {
   expectConfigError(() => validateRegistry({ clusters: { a: 1 } }, where), "clusters must be a list");
   expectConfigError(() => validateRegistry({ settings: [] }, where), "settings must be a mapping");
   expectConfigError(() => validateRegistry({ version: 2 }, where), "unsupported version 2");
+  const user = (extra: unknown) => ({ users: [{ name: "u", groups: [], extra }] });
+  assert.deepEqual(validateRegistry(user({ "example.com/site": ["a b"] }), where).users[0]?.extra, {
+    "example.com/site": ["a b"],
+  });
+  expectConfigError(() => validateRegistry(user({ Team: ["x"] }), where), "users[0].extra of 'u'", "'Team'");
+  expectConfigError(() => validateRegistry(user({ team: "x" }), where), "extra 'team' must be a list");
+  expectConfigError(() => validateRegistry(user({ team: ["a\nb"] }), where), "printable ASCII");
+  expectConfigError(() => validateRegistry(user(["x"]), where), "extras must map keys");
 });
 
 Deno.test("FileRegistry.read: invalid YAML and invalid content are ConfigErrors naming the file", async () => {

@@ -309,16 +309,7 @@ async function fingerprintOfFreshDataDir(): Promise<string> {
 Deno.test("cluster list against a running hub shows the connected agent", async () => {
   let added = { token: "", fingerprint: "", caFile: "" };
   await withHub(async ({ dir, hub, echo, agents }) => {
-    const agent = startAgent({
-      hubUrl: hub.url,
-      cluster: "prod",
-      token: added.token,
-      fingerprint: added.fingerprint,
-      caFile: added.caFile,
-      publish: [`echo=127.0.0.1:${echo.port}`],
-    });
-    agents.push(agent);
-    await agent.waitForMsg("connected to hub");
+    await connectedAgent(hub, echo, agents, "prod", added);
     const out = await listUntil(dir, (s) => agentsColumn(s).get("prod") === 1, "AGENTS 1 for prod");
     assert.equal(agentsColumn(out).get("idle"), 0);
     assert.ok(!out.includes("the hub is not running"), out);
@@ -332,6 +323,29 @@ Deno.test("cluster list against a running hub shows the connected agent", async 
   });
 });
 
+/** Starts an agent of `cluster` publishing the echo server, and waits until it is connected. */
+async function connectedAgent(
+  hub: HubProcess,
+  echo: TestServer,
+  agents: TowerProcess[],
+  cluster: string,
+  issued: { token: string; fingerprint: string; caFile: string },
+  name?: string,
+): Promise<TowerProcess> {
+  const agent = startAgent({
+    hubUrl: hub.url,
+    cluster,
+    token: issued.token,
+    fingerprint: issued.fingerprint,
+    caFile: issued.caFile,
+    publish: [`echo=127.0.0.1:${echo.port}`],
+    ...(name ? { name } : {}),
+  });
+  agents.push(agent);
+  await agent.waitForMsg("connected to hub");
+  return agent;
+}
+
 /**
  * A second cluster, "other", with its agent connected and its echo endpoint on a hub `--forward` port: what
  * happens to one cluster must leave it alone. `check()` asserts that it kept its session and still carries
@@ -344,17 +358,7 @@ async function bystander(
   other: { token: string; fingerprint: string; caFile: string },
   port: number,
 ): Promise<{ check(): Promise<void> }> {
-  const agent = startAgent({
-    hubUrl: hub.url,
-    cluster: "other",
-    token: other.token,
-    fingerprint: other.fingerprint,
-    caFile: other.caFile,
-    publish: [`echo=127.0.0.1:${echo.port}`],
-    name: "agent-other",
-  });
-  agents.push(agent);
-  await agent.waitForMsg("connected to hub");
+  const agent = await connectedAgent(hub, echo, agents, "other", other, "agent-other");
   const from = agent.lines.length;
   return {
     check: async () => {
@@ -371,16 +375,7 @@ Deno.test("cluster remove on a running hub closes the agent's session at once an
   const port = await freePort();
   await withHub(async ({ dir, hub, echo, agents }) => {
     const others = await bystander(hub, echo, agents, other, port);
-    const agent = startAgent({
-      hubUrl: hub.url,
-      cluster: "prod",
-      token: added.token,
-      fingerprint: added.fingerprint,
-      caFile: added.caFile,
-      publish: [`echo=127.0.0.1:${echo.port}`],
-    });
-    agents.push(agent);
-    await agent.waitForMsg("connected to hub");
+    const agent = await connectedAgent(hub, echo, agents, "prod", added);
     const hubFrom = hub.lines.length;
     const agentFrom = agent.lines.length;
     const r = await cluster(dir, "remove", "prod");
@@ -409,16 +404,7 @@ Deno.test("cluster rotate-token on a running hub drops and refuses the old token
   const port = await freePort();
   await withHub(async ({ dir, hub, echo, agents }) => {
     const others = await bystander(hub, echo, agents, other, port);
-    const agentOpts = {
-      hubUrl: hub.url,
-      cluster: "prod",
-      fingerprint: added.fingerprint,
-      caFile: added.caFile,
-      publish: [`echo=127.0.0.1:${echo.port}`],
-    };
-    const old = startAgent({ ...agentOpts, token: added.token, name: "old-agent" });
-    agents.push(old);
-    await old.waitForMsg("connected to hub");
+    const old = await connectedAgent(hub, echo, agents, "prod", added, "old-agent");
     const hubFrom = hub.lines.length;
     const oldFrom = old.lines.length;
 
@@ -432,9 +418,7 @@ Deno.test("cluster rotate-token on a running hub drops and refuses the old token
     const refusal = await hub.waitForMsg("agent refused", 2000, hubFrom);
     assert.equal(refusal.reason, "wrong token");
 
-    const fresh = startAgent({ ...agentOpts, token: newToken, name: "new-agent" });
-    agents.push(fresh);
-    await fresh.waitForMsg("connected to hub");
+    const fresh = await connectedAgent(hub, echo, agents, "prod", { ...added, token: newToken }, "new-agent");
     await listUntil(dir, (s) => agentsColumn(s).get("prod") === 1, "AGENTS 1 for prod");
     for (const p of [hub, old, fresh]) {
       assert.ok(!p.dump().includes(newToken) && !p.dump().includes(added.token), `token in ${p.name}'s log`);
