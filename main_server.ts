@@ -3,10 +3,10 @@
  *
  *   main_server.ts serve [--listen HOST:PORT] [--data-dir DIR] [--forward [HOST:]PORT=CLUSTER/ENDPOINT]…
  *   main_server.ts fingerprint
- *   main_server.ts cluster add NAME [--hub-url wss://HOST:PORT/tunnel]
- *   main_server.ts cluster list | remove NAME | rotate-token NAME
+ *   main_server.ts cluster add NAME [--hub-url wss://HOST:PORT/tunnel] [--label KEY=VALUE]…
+ *   main_server.ts cluster list | remove NAME | rotate-token NAME | label NAME KEY=VALUE|KEY-…
  *   main_server.ts user add NAME [--group G]… [--extra KEY=VALUE]… [--token] | user list | user remove NAME
- *   main_server.ts access allow [--user U]… [--group G]… --clusters GLOB | access list
+ *   main_server.ts access allow [--user U]… [--group G]… [--clusters GLOB] [--cluster-selector SEL] | access list
  *   main_server.ts kubeconfig --user NAME
  * @module
  */
@@ -20,12 +20,14 @@ import {
   parseHostPort,
 } from "./lib/config/mod.ts";
 import { hostname } from "node:os";
+import { applyLabelEdits, parseLabelEdit } from "./lib/registry/mod.ts";
 import { logger, setLogLevel } from "./lib/log/log.ts";
 import {
   addCluster,
   addUser,
   allowAccess,
   type IssuedToken,
+  labelCluster,
   type LbConfig,
   listClusters,
   loadHostKey,
@@ -49,13 +51,16 @@ Usage:
   main_server.ts serve [flags]               run the hub
   main_server.ts fingerprint                 print the hub's SSH host key fingerprint
   main_server.ts cluster add NAME [--hub-url wss://HOST:PORT/tunnel] [--mode impersonate|passthrough] [--port P]
+                        [--label KEY=VALUE]…
   main_server.ts cluster list
+  main_server.ts cluster label NAME KEY=VALUE|KEY-…   set or remove labels (access rules select by them)
   main_server.ts cluster remove NAME
   main_server.ts cluster rotate-token NAME
   main_server.ts user add NAME [--group G]… [--extra KEY=VALUE]… [--token]
                         add a hub user (--token: print a bearer token; --extra: sent as Impersonate-Extra-KEY)
   main_server.ts user list | remove NAME
-  main_server.ts access allow [--user U]… [--group G]… --clusters GLOB[,GLOB]
+  main_server.ts access allow [--user U]… [--group G]… [--clusters GLOB[,GLOB]] [--cluster-selector SELECTOR]
+                        clusters by name glob and/or Kubernetes label selector ('env in (prod,staging),!legacy')
   main_server.ts access list
   main_server.ts kubeconfig --user NAME [--server https://HOST:PORT]   kubeconfig with a fresh client cert
   main_server.ts forward --kubeconfig FILE CLUSTER/NAMESPACE/SERVICE:PORT [HOST:]LOCAL_PORT
@@ -187,6 +192,7 @@ async function cluster(args: string[]): Promise<void> {
     "hub-url": { type: "string" },
     mode: { type: "string" },
     port: { type: "string" },
+    label: { type: "string", multiple: true, default: [] },
   });
   const dataDir = dataDirOf(values["data-dir"]);
   const name = positionals[0];
@@ -194,6 +200,8 @@ async function cluster(args: string[]): Promise<void> {
     if (!name || positionals.length > 1) throw new ConfigError(`cluster ${verb} takes exactly one NAME`);
     return name;
   };
+  const showLabels = (labels: Record<string, string>) =>
+    Object.entries(labels).map(([k, v]) => `${k}=${v}`).join(",") || "-";
   switch (verb) {
     case "add": {
       const mode = values.mode as string | undefined;
@@ -204,23 +212,41 @@ async function cluster(args: string[]): Promise<void> {
       if (port !== undefined && !(Number.isInteger(port) && port > 0 && port < 65536)) {
         throw new ConfigError(`--port '${values.port}' is not a TCP port`);
       }
+      const edits = (values.label as string[]).map((l) => parseLabelEdit(l, false));
       const issued = await addCluster(dataDir, needName(), {
         hubUrl: values["hub-url"] as string | undefined,
         mode,
         port,
+        labels: applyLabelEdits({}, edits),
       });
       return printIssued(issued, "Added cluster");
     }
     case "rotate-token":
       return printIssued(await rotateToken(dataDir, needName()), "New token for cluster");
+    case "label": {
+      if (!name) throw new ConfigError("cluster label takes NAME and then KEY=VALUE or KEY- edits");
+      const labels = await labelCluster(
+        dataDir,
+        name,
+        positionals.slice(1).map((e) => parseLabelEdit(e, true)),
+      );
+      return console.log(`Cluster '${name}' labels: ${showLabels(labels)}`);
+    }
     case "remove":
       await removeCluster(dataDir, needName());
       return console.log(`Removed cluster '${name}'; a running hub closes its sessions now.`);
     case "list": {
       const { hubRunning, rows } = await listClusters(dataDir);
-      const table = [["NAME", "AGENTS", "SINCE", "BYTES-IN", "BYTES-OUT"]];
+      const table = [["NAME", "AGENTS", "SINCE", "BYTES-IN", "BYTES-OUT", "LABELS"]];
       for (const r of rows) {
-        table.push([r.name, String(r.agents), r.since ?? "-", String(r.bytesIn), String(r.bytesOut)]);
+        table.push([
+          r.name,
+          String(r.agents),
+          r.since ?? "-",
+          String(r.bytesIn),
+          String(r.bytesOut),
+          showLabels(r.labels),
+        ]);
       }
       const widths = table[0]!.map((_, i) => Math.max(...table.map((row) => row[i]!.length)));
       for (const row of table) console.log(row.map((c, i) => c.padEnd(widths[i]!)).join("  ").trimEnd());
@@ -228,7 +254,9 @@ async function cluster(args: string[]): Promise<void> {
       return;
     }
     default:
-      throw new ConfigError(`unknown cluster command '${verb ?? ""}' (add, list, remove, rotate-token)`);
+      throw new ConfigError(
+        `unknown cluster command '${verb ?? ""}' (add, list, label, remove, rotate-token)`,
+      );
   }
 }
 
@@ -300,6 +328,7 @@ async function access(args: string[]): Promise<void> {
     user: { type: "string", multiple: true, default: [] },
     group: { type: "string", multiple: true, default: [] },
     clusters: { type: "string" },
+    "cluster-selector": { type: "string" },
   });
   const dataDir = dataDirOf(values["data-dir"]);
   switch (verb) {
@@ -307,23 +336,29 @@ async function access(args: string[]): Promise<void> {
       const users = values.user as string[];
       const groups = values.group as string[];
       const clusters = String(values.clusters ?? "").split(",").map((c) => c.trim()).filter(Boolean);
+      const selector = values["cluster-selector"] as string | undefined;
       await allowAccess(dataDir, {
-        clusters,
+        ...(clusters.length ? { clusters } : {}),
+        ...(selector !== undefined ? { clusterSelector: selector } : {}),
         ...(users.length ? { users } : {}),
         ...(groups.length ? { groups } : {}),
       });
+      const what = [
+        ...(clusters.length ? [`clusters ${clusters.join(", ")}`] : []),
+        ...(selector !== undefined ? [`clusters labelled '${selector}'`] : []),
+      ].join(" and ");
       return console.log(
-        `Allowed ${[...users.map((u) => `user ${u}`), ...groups.map((g) => `group ${g}`)].join(", ")} on ${
-          clusters.join(", ")
-        }.`,
+        `Allowed ${
+          [...users.map((u) => `user ${u}`), ...groups.map((g) => `group ${g}`)].join(", ")
+        } on ${what}.`,
       );
     }
     case "list":
       for (const r of (await readRegistry(dataDir)).access) {
         console.log(
           `users=${r.users?.join(",") ?? "-"}\tgroups=${r.groups?.join(",") ?? "-"}\tclusters=${
-            r.clusters.join(",")
-          }`,
+            r.clusters?.join(",") ?? "-"
+          }\tselector=${r.clusterSelector ?? "-"}`,
         );
       }
       return;

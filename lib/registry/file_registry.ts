@@ -15,6 +15,8 @@ import {
   type UserRecord,
 } from "./registry.ts";
 import { isTokenHash } from "./join_token.ts";
+import { labelsProblem } from "./labels.ts";
+import { parseSelector } from "./label_selector.ts";
 
 /** Checks parsed YAML and returns it typed, or throws a ConfigError naming what is wrong and where. */
 export function validateRegistry(raw: unknown, where: string): RegistryData {
@@ -67,6 +69,9 @@ export function validateRegistry(raw: unknown, where: string): RegistryData {
     ) {
       fail(`${at}.port of '${name}' must be a TCP port number`);
     }
+    const labels = rec.labels ?? {};
+    const labelProblem = labelsProblem(labels);
+    if (labelProblem) fail(`${at}.labels of '${name}': ${labelProblem}`);
     out.clusters.push({
       name,
       tokenHash: rec.tokenHash as string,
@@ -74,6 +79,7 @@ export function validateRegistry(raw: unknown, where: string): RegistryData {
       ...(typeof rec.tokenRotatedAt === "string" ? { tokenRotatedAt: rec.tokenRotatedAt } : {}),
       ...(rec.mode ? { mode: rec.mode as "impersonate" | "passthrough" } : {}),
       ...(rec.port ? { port: rec.port as number } : {}),
+      ...(Object.keys(labels).length ? { labels: { ...labels as Record<string, string> } } : {}),
     });
   });
   out.users = validateUsers(doc.users ?? [], fail);
@@ -132,7 +138,25 @@ function validateAccess(raw: unknown, fail: (what: string) => never): AccessRule
     const users = list("users", false);
     const groups = list("groups", false);
     if (!users && !groups) fail(`${at} names neither users nor groups`);
-    return { clusters: list("clusters", true)!, ...(users ? { users } : {}), ...(groups ? { groups } : {}) };
+    const clusters = list("clusters", false);
+    const selector = rec.clusterSelector;
+    if (selector !== undefined) {
+      if (typeof selector !== "string" || selector.trim() === "") {
+        fail(`${at}.clusterSelector must be a non-empty label selector`);
+      }
+      try {
+        parseSelector(selector as string);
+      } catch (e) {
+        fail(`${at}: ${(e as Error).message}`);
+      }
+    }
+    if (!clusters && selector === undefined) fail(`${at} needs clusters (name globs) or a clusterSelector`);
+    return {
+      ...(clusters ? { clusters } : {}),
+      ...(selector !== undefined ? { clusterSelector: selector as string } : {}),
+      ...(users ? { users } : {}),
+      ...(groups ? { groups } : {}),
+    };
   });
 }
 

@@ -1,5 +1,22 @@
 /** Clusters, users, access rules, tokens and settings: the registry interface and its YAML backend. @module */
 export { extraProblem, FileRegistry, isUserName, validateRegistry } from "./file_registry.ts";
+export {
+  applyLabelEdits,
+  type LabelEdit,
+  labelKeyProblem,
+  labelsProblem,
+  labelValueProblem,
+  maxLabels,
+  parseLabelEdit,
+} from "./labels.ts";
+export {
+  maxRequirements,
+  maxSelectorLength,
+  maxSetValues,
+  parseSelector,
+  type Requirement,
+  selectorMatches,
+} from "./label_selector.ts";
 export { decoyHash, hashToken, isTokenHash, newToken, tokenMatches } from "./join_token.ts";
 export {
   type AccessRule,

@@ -18,6 +18,8 @@ export interface ClusterRecord {
   mode?: AuthMode;
   /** A dedicated hub port that serves only this cluster, for clients that cannot use a path prefix. */
   port?: number;
+  /** Labels (Kubernetes key and value syntax) that access rules select clusters by. */
+  labels?: Record<string, string>;
 }
 
 /** How the hub passes user identity to a cluster. */
@@ -36,12 +38,17 @@ export interface UserRecord {
   createdAt: string;
 }
 
-/** One authorization rule: these users and groups may reach clusters matching these globs. */
+/**
+ * One authorization rule: these users and groups may reach the clusters it selects. A rule has name globs,
+ * a label selector, or both; with both, a cluster must match a glob and the selector.
+ */
 export interface AccessRule {
   users?: string[];
   groups?: string[];
   /** Glob patterns on cluster names (`*` and `?`). */
-  clusters: string[];
+  clusters?: string[];
+  /** A Kubernetes label selector on cluster labels, e.g. `env in (prod,staging),!legacy`. */
+  clusterSelector?: string;
 }
 
 /** Hub-wide settings kept in the registry. */

@@ -8,7 +8,14 @@
 import { join } from "node:path";
 import { hostname } from "node:os";
 import { checkClusterName, ConfigError } from "../config/mod.ts";
-import { type AuthMode, hashToken, newToken } from "../registry/mod.ts";
+import {
+  applyLabelEdits,
+  type AuthMode,
+  hashToken,
+  type LabelEdit,
+  labelsProblem,
+  newToken,
+} from "../registry/mod.ts";
 import { dataPaths, loadCa, loadHostKey, openDataDir } from "./data_dir.ts";
 import { agentManifest } from "./agent_manifest.ts";
 import type { AgentSummary } from "./cluster_sessions.ts";
@@ -60,6 +67,8 @@ export interface ClusterOptions {
   hubUrl?: string | undefined;
   mode?: AuthMode | undefined;
   port?: number | undefined;
+  /** Labels for access rules' cluster selectors. */
+  labels?: Record<string, string> | undefined;
 }
 
 /** Adds a cluster and returns its new token (shown once) with ready-to-use agent instructions. */
@@ -68,9 +77,11 @@ export async function addCluster(
   name: string,
   opts: ClusterOptions = {},
 ): Promise<IssuedToken> {
-  const { hubUrl, mode, port } = opts;
+  const { hubUrl, mode, port, labels = {} } = opts;
   checkClusterName(name);
   checkHubUrl(hubUrl);
+  const problem = labelsProblem(labels);
+  if (problem) throw new ConfigError(problem);
   const registry = await openDataDir(dataDir);
   const token = newToken();
   await registry.update((data) => {
@@ -88,6 +99,7 @@ export async function addCluster(
       createdAt: new Date().toISOString(),
       ...(mode ? { mode } : {}),
       ...(port ? { port } : {}),
+      ...(Object.keys(labels).length ? { labels } : {}),
     });
     if (hubUrl) data.settings.publicUrl = hubUrl;
   });
@@ -108,6 +120,30 @@ export async function rotateToken(dataDir: string, name: string): Promise<Issued
   return await issue(dataDir, name, token);
 }
 
+/**
+ * Sets and removes labels of a cluster and returns its labels after the change. A running hub applies
+ * access rules with the new labels from its next request on.
+ */
+export async function labelCluster(
+  dataDir: string,
+  name: string,
+  edits: LabelEdit[],
+): Promise<Record<string, string>> {
+  checkClusterName(name);
+  if (!edits.length) throw new ConfigError("cluster label needs at least one KEY=VALUE or KEY-");
+  const registry = await openDataDir(dataDir);
+  return await registry.update((data) => {
+    const c = data.clusters.find((x) => x.name === name);
+    if (!c) throw new ConfigError(`cluster '${name}' does not exist`);
+    const labels = applyLabelEdits(c.labels ?? {}, edits);
+    const problem = labelsProblem(labels);
+    if (problem) throw new ConfigError(`cluster '${name}': ${problem}`);
+    if (Object.keys(labels).length) c.labels = labels;
+    else delete c.labels;
+    return labels;
+  });
+}
+
 /** Removes a cluster; its live sessions are closed by the hub at once. */
 export async function removeCluster(dataDir: string, name: string): Promise<void> {
   checkClusterName(name);
@@ -122,6 +158,7 @@ export async function removeCluster(dataDir: string, name: string): Promise<void
 /** One row of `cluster list`. */
 export interface ClusterRow {
   name: string;
+  labels: Record<string, string>;
   agents: number;
   since: string | undefined;
   bytesIn: number;
@@ -146,6 +183,7 @@ export async function listClusters(dataDir: string): Promise<{ hubRunning: boole
     const since = agents.map((a) => a.since).sort()[0];
     return {
       name: c.name,
+      labels: c.labels ?? {},
       agents: agents.length,
       since,
       bytesIn: agents.reduce((n, a) => n + a.bytesIn, 0),

@@ -156,7 +156,15 @@ export async function startHub(config: HubConfig): Promise<Hub> {
   // Admin commands edit the registry file; apply their effect on live sessions here.
   const stopWatch = registryStore.watch((next) => {
     const before = new Map(registry.clusters.map((c) => [c.name, c.tokenHash]));
+    const labelsBefore = new Map(registry.clusters.map((c) => [c.name, JSON.stringify(c.labels ?? {})]));
     registry = next;
+    for (const c of next.clusters) {
+      const labels = JSON.stringify(c.labels ?? {});
+      if (labelsBefore.has(c.name) && labelsBefore.get(c.name) !== labels) {
+        // Access rules read labels per request: from here on they see these.
+        log.info("cluster labels changed", { cluster: c.name, labels: c.labels ?? {} });
+      }
+    }
     const after = new Map(next.clusters.map((c) => [c.name, c.tokenHash]));
     for (const [name, hash] of before) {
       if (!after.has(name)) {

@@ -4,6 +4,7 @@ export {
   type ClusterOptions,
   type ClusterRow,
   type IssuedToken,
+  labelCluster,
   listClusters,
   removeCluster,
   rotateToken,
@@ -21,6 +22,13 @@ export {
   removeUser,
   userKubeconfig,
 } from "./user_admin.ts";
-export { authenticate, globMatch, type Identity, mayReach } from "./user_auth.ts";
+export {
+  authenticate,
+  globMatch,
+  type Identity,
+  mayReach,
+  reachableClusters,
+  ruleSelects,
+} from "./user_auth.ts";
 export { identityHeaders, kubeProxy, parseClusterPath } from "./kube_proxy.ts";
 export { type LbConfig, LbManager } from "./lb_manager.ts";

@@ -13,6 +13,7 @@ import {
   hashToken,
   isUserName,
   newToken,
+  parseSelector,
   type RegistryData,
 } from "../registry/mod.ts";
 import { loadCa, openDataDir } from "./data_dir.ts";
@@ -68,8 +69,16 @@ export async function allowAccess(dataDir: string, rule: AccessRule): Promise<vo
   if (!rule.users?.length && !rule.groups?.length) {
     throw new ConfigError("access allow needs --user or --group");
   }
-  if (!rule.clusters.length) throw new ConfigError("access allow needs --clusters GLOB[,GLOB]");
-  for (const c of rule.clusters) {
+  if (!rule.clusters?.length && rule.clusterSelector === undefined) {
+    throw new ConfigError("access allow needs --clusters GLOB[,GLOB] or --cluster-selector SELECTOR");
+  }
+  if (rule.clusterSelector !== undefined) {
+    if (!rule.clusterSelector.trim()) {
+      throw new ConfigError("--cluster-selector is empty; use --clusters '*' to mean every cluster");
+    }
+    parseSelector(rule.clusterSelector);
+  }
+  for (const c of rule.clusters ?? []) {
     if (!/^[a-z0-9*?-]+$/.test(c)) {
       throw new ConfigError(`cluster pattern '${c}' may hold only a-z, 0-9, '-', '*', '?'`);
     }

@@ -2,14 +2,23 @@
  * Who is calling, and may they reach this cluster. Users authenticate with a bearer token from the
  * registry (stored hashed) or a client certificate issued by the hub CA (CN = user name; the user must
  * still exist in the registry, so removing a user revokes their certificates). Anonymous requests are
- * refused. Authorization is hub-side and coarse: which users/groups may reach which clusters (globs);
+ * refused. Authorization is hub-side and coarse: which users/groups may reach which clusters (name globs
+ * and label selectors);
  * the cluster's own RBAC decides the rest.
  * @module
  */
 
 import type http from "node:http";
 import type { TLSSocket } from "node:tls";
-import { hashToken, type RegistryData } from "../registry/mod.ts";
+import {
+  type AccessRule,
+  type ClusterRecord,
+  hashToken,
+  parseSelector,
+  type RegistryData,
+  type Requirement,
+  selectorMatches,
+} from "../registry/mod.ts";
 import { timingSafeEqual } from "node:crypto";
 import { Buffer } from "node:buffer";
 
@@ -108,15 +117,39 @@ export function globMatch(pattern: string, name: string): boolean {
   return re.test(name);
 }
 
-/** True when some access rule lets `who` reach `cluster`. */
-export function mayReach(who: Identity, cluster: string, registry: RegistryData): boolean {
-  return registry.access.some((rule) =>
-    (rule.users?.includes(who.user) || rule.groups?.some((g) => who.groups.includes(g))) &&
-    rule.clusters.some((p) => globMatch(p, cluster))
-  );
+/** Parsed cluster selectors of access rules, by their text (rules are few and reloaded rarely). */
+const selectors = new Map<string, Requirement[]>();
+
+function selectorOf(text: string): Requirement[] {
+  let parsed = selectors.get(text);
+  if (!parsed) {
+    parsed = parseSelector(text);
+    if (selectors.size > 1000) selectors.clear();
+    selectors.set(text, parsed);
+  }
+  return parsed;
 }
 
-/** Clusters `who` may reach. */
+/** True when `rule` selects `cluster`: by a name glob, by its label selector, or by both when it has both. */
+export function ruleSelects(rule: AccessRule, cluster: ClusterRecord): boolean {
+  if (rule.clusters && !rule.clusters.some((p) => globMatch(p, cluster.name))) return false;
+  if (rule.clusterSelector !== undefined) {
+    return selectorMatches(selectorOf(rule.clusterSelector), cluster.labels ?? {});
+  }
+  return rule.clusters !== undefined;
+}
+
+/** True when some access rule lets `who` reach `cluster` (a registered cluster's name). */
+export function mayReach(who: Identity, cluster: string, registry: RegistryData): boolean {
+  const record = registry.clusters.find((c) => c.name === cluster);
+  return record !== undefined &&
+    registry.access.some((rule) =>
+      (rule.users?.includes(who.user) || rule.groups?.some((g) => who.groups.includes(g))) &&
+      ruleSelects(rule, record)
+    );
+}
+
+/** Clusters `who` may reach, in registry order. */
 export function reachableClusters(who: Identity, registry: RegistryData): string[] {
   return registry.clusters.map((c) => c.name).filter((c) => mayReach(who, c, registry));
 }

@@ -276,9 +276,9 @@ Deno.test("cluster list without a running hub lists clusters and says so", async
     const r = await cluster(dir, "list");
     assert.equal(r.code, 0, r.stderr);
     const lines = r.stdout.trim().split("\n");
-    assert.match(lines[0]!, /^NAME\s+AGENTS\s+SINCE\s+BYTES-IN\s+BYTES-OUT$/);
-    assert.match(lines[1]!, /^alpha\s+0\s+-\s+0\s+0$/);
-    assert.match(lines[2]!, /^beta\s+0\s+-\s+0\s+0$/);
+    assert.match(lines[0]!, /^NAME\s+AGENTS\s+SINCE\s+BYTES-IN\s+BYTES-OUT\s+LABELS$/);
+    assert.match(lines[1]!, /^alpha\s+0\s+-\s+0\s+0\s+-$/);
+    assert.match(lines[2]!, /^beta\s+0\s+-\s+0\s+0\s+-$/);
     assert.ok(r.stdout.includes("(the hub is not running"), r.stdout);
   });
 });
