@@ -149,6 +149,15 @@ export async function findBinaries(opts: FindBinariesOptions = {}): Promise<Clus
   return at(dir, dir, "build cache");
 }
 
+/**
+ * Path of a Go-built test tool listed in `build.sh` (kubectl, helm, promtool, …), building it once per
+ * machine if it is not cached yet (`deno task test` has built them all before any test starts).
+ */
+export async function findGoTool(name: string, opts: FindBinariesOptions = {}): Promise<string> {
+  const env = opts.env ?? Deno.env.toObject();
+  return `${await build([name], env)}/${name}`;
+}
+
 /** The kwok version pinned by the kwok wrapper module (tests/cluster/gomod/kwok/go.mod). */
 export async function kwokVersion(): Promise<string> {
   const gomod = await Deno.readTextFile(`${HERE}gomod/kwok/go.mod`);
