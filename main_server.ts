@@ -15,6 +15,8 @@
 import {
   ConfigError,
   exitWithConfigError,
+  isReplicaId,
+  newReplicaId,
   parseDuration,
   parseFlags,
   parseHostPort,
@@ -82,6 +84,7 @@ serve flags:
   --lb-address ADDR    public IP or hostname written into Service status (default: the hub's hostname)
   --lb-bind HOST       where public LoadBalancer ports listen (default 0.0.0.0)
   --lb-udp-idle DURATION   idle UDP flows are closed after this (default 60s)
+  --replica-id NAME    this replica's identity, a DNS label (default: host name and a random suffix)
   --log-level LEVEL    debug, info, warn, error (default info)
 `;
 
@@ -140,6 +143,7 @@ async function serve(args: string[]): Promise<void> {
     "lb-bind": { type: "string", default: "0.0.0.0" },
     "lb-udp-idle": { type: "string", default: "60s" },
     "log-level": { type: "string", default: "info" },
+    "replica-id": { type: "string" },
   });
   const level = String(values["log-level"]);
   if (!["debug", "info", "warn", "error"].includes(level)) {
@@ -153,9 +157,12 @@ async function serve(args: string[]): Promise<void> {
   if (values["plain-http"] && certFile) {
     throw new ConfigError("--plain-http and --tls-cert exclude each other");
   }
-  const log = logger({ component: "hub" });
+  const replicaId = String(values["replica-id"] ?? newReplicaId(hostname()));
+  if (!isReplicaId(replicaId)) throw new ConfigError(`--replica-id '${replicaId}' is not a DNS label`);
+  const log = logger({ component: "hub", replica: replicaId });
   const hub = await startHub({
     dataDir: dataDirOf(values["data-dir"]),
+    replicaId,
     host,
     port,
     tls: values["plain-http"]

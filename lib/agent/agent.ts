@@ -1,6 +1,8 @@
 /**
  * The agent's life: dial the hub, log in, publish endpoints, serve channels until the session ends,
- * then reconnect with exponential backoff and full jitter. Only a configuration error (a hub host key
+ * then reconnect with exponential backoff and full jitter. Behind a load balancer it keeps tunnels to
+ * `--hub-connections` distinct hub replicas (or every replica, when there are fewer): it dials again
+ * until the hubs' hellos name enough different replicas, dropping a tunnel to a replica it already holds. Only a configuration error (a hub host key
  * other than the pinned one) stops it; a refused token is logged loudly and retried.
  * @module
  */
@@ -15,7 +17,10 @@ import {
   dialTunnel,
   type Endpoint,
   HostKeyMismatchError,
+  type HubHello,
   type HubSession,
+  parseReconnect,
+  parseReplicasUpdate,
   proxyFor,
   redactUrl,
 } from "../tunnel/mod.ts";
@@ -28,6 +33,9 @@ import { startServiceController } from "./service_controller.ts";
 
 /** Agent version reported to the hub. */
 export const agentVersion = "0.1.0";
+
+/** How long the agent waits for the hub's hello after logging in. */
+const helloTimeoutMs = 10_000;
 
 /** Consecutive refusals after which the agent logs at error level. */
 const loudAfterRefusals = 3;
@@ -51,13 +59,22 @@ export function startAgent(cfg: AgentConfig, log: Logger): Agent {
     ? kubeEndpoint({ ...cfg.kubernetes, log: log.with({ endpoint: "kubernetes" }) })
     : undefined;
   if (kube) endpoints.set(kubernetesEndpoint, kube);
+  /** Backoff while the agent holds no tunnel at all. */
   const backoff = new Backoff({ baseMs: 1000, capMs: cfg.backoffCapMs, resetAfterMs: 60_000 });
-  let session: HubSession | undefined;
+  /** Backoff between dials for more replicas while at least one tunnel is up (duplicates count as failures). */
+  let spread = new Backoff({ baseMs: 1000, capMs: cfg.backoffCapMs, resetAfterMs: 60_000 });
+  const tunnels = new Set<Tunnel>();
+  /** Live replicas, as the hub last said; the agent wants min(--hub-connections, this) tunnels. */
+  let replicas = 1;
   let stopped = false;
   let skipWait = false;
+  let needDelay = false;
   let wake: () => void = () => {};
   const proxy = proxyFor(cfg.hubUrl, cfg.proxyEnv);
   const alog = log.with({ cluster: cfg.cluster, agent: id });
+  /** Tunnels that count toward the target: not told to move away. */
+  const staying = () => [...tunnels].filter((t) => !t.leaving);
+  const wanted = () => Math.min(cfg.hubConnections, replicas);
 
   const controlHandlers = new Set<(msg: ControlMessage) => void>();
   const connectedHandlers = new Set<() => void>();
@@ -67,13 +84,14 @@ export function startAgent(cfg: AgentConfig, log: Logger): Agent {
     for (const name of serviceNames) {
       if (next.has(name)) continue;
       endpoints.delete(name);
-      void session?.unpublish(name);
+      for (const t of tunnels) void t.session.unpublish(name);
     }
     for (const [name, ep] of next) {
       const isNew = !endpoints.has(name);
       endpoints.set(name, ep);
-      if (isNew) {
-        session?.publish(name, ep).catch((e) => alog.warn("publish failed", { endpoint: name, error: e }));
+      if (!isNew) continue;
+      for (const t of tunnels) {
+        t.session.publish(name, ep).catch((e) => alog.warn("publish failed", { endpoint: name, error: e }));
       }
     }
     serviceNames = new Set(next.keys());
@@ -92,7 +110,8 @@ export function startAgent(cfg: AgentConfig, log: Logger): Agent {
         lbWithoutClass: services.lbWithoutClass,
         publish: setServiceEndpoints,
         hub: {
-          send: (msg) => session?.send(msg) ?? false,
+          // Every replica holding a tunnel hears it; allocation is idempotent for the same wanted ports.
+          send: (msg) => [...tunnels].map((t) => t.session.send(msg)).some(Boolean),
           onControl: (h) => void controlHandlers.add(h),
           onConnected: (h) => void connectedHandlers.add(h),
         },
@@ -101,54 +120,132 @@ export function startAgent(cfg: AgentConfig, log: Logger): Agent {
     }, (e) => alog.error("service watch could not start", { error: e }));
   }
 
-  const wait = (ms: number) =>
+  const wait = (ms?: number) =>
     new Promise<void>((resolve) => {
-      const timer = setTimeout(resolve, ms);
+      const timer = ms === undefined ? undefined : setTimeout(resolve, ms);
       wake = () => {
         clearTimeout(timer);
         resolve();
       };
     });
 
+  /** Dials one tunnel through the hub URL (a load balancer may pick any replica) and logs in. */
+  const dial = async (): Promise<{ session: HubSession; hello: HubHello }> => {
+    const tunnel = await dialTunnel(cfg.hubUrl, { ca: cfg.ca, proxy });
+    const session = await connectHub(tunnel, {
+      cluster: cfg.cluster,
+      token: cfg.token,
+      hubFingerprint: cfg.hubFingerprint,
+      keepaliveMs: cfg.keepaliveMs,
+      hello: {
+        version: agentVersion,
+        agentId: id,
+        endpoints: [...endpoints.keys()],
+        authModes: cfg.kubernetes?.modes ?? [],
+      },
+      log: alog,
+    });
+    try {
+      const hello = await timeout(session.hubHello, helloTimeoutMs, "the hub sent no hello");
+      return { session, hello };
+    } catch (e) {
+      session.close();
+      throw e;
+    }
+  };
+
+  /** Takes a new tunnel into service: handlers, endpoints, and its end. */
+  const adopt = async (session: HubSession, hello: HubHello) => {
+    const t: Tunnel = { session, replica: hello.replica, leaving: false, since: Date.now() };
+    tunnels.add(t);
+    replicas = hello.replicas;
+    session.onControl((msg) => {
+      try {
+        if (msg.type === "reconnect") {
+          const { reason } = parseReconnect(msg);
+          // The tunnel keeps serving until the hub closes it; a replacement is dialed at once.
+          alog.info("hub asked for a reconnect", { reason, replica: t.replica });
+          if (!t.leaving) {
+            t.leaving = true;
+            skipWait = true;
+            wake();
+          }
+          return;
+        }
+        if (msg.type === "replicas") {
+          replicas = parseReplicasUpdate(msg).replicas;
+          alog.info("replica count changed", { replicas, tunnels: tunnels.size });
+          wake();
+          return;
+        }
+      } catch (e) {
+        alog.warn("hub broke the control protocol", { error: e, replica: t.replica });
+        session.close();
+        return;
+      }
+      for (const h of controlHandlers) h(msg);
+    });
+    void session.closed.then((reason) => {
+      tunnels.delete(t);
+      alog.warn("disconnected from hub", { reason, replica: t.replica, tunnels: tunnels.size });
+      if (tunnels.size === 0) backoff.connectionLived(Date.now() - t.since);
+      needDelay = true;
+      wake();
+    });
+    for (const [name, ep] of endpoints) await session.publish(name, ep);
+    for (const h of connectedHandlers) h();
+    alog.info("connected to hub", {
+      hub: cfg.hubUrl.toString(),
+      via: proxy ? redactUrl(proxy.toString()) : "direct",
+      replica: hello.replica,
+      replicas: hello.replicas,
+      tunnels: tunnels.size,
+      endpoints: [...endpoints.keys()],
+    });
+  };
+
   const loop = async () => {
     let refusals = 0;
     while (!stopped) {
-      let connectedAt: number | undefined;
+      if (staying().length >= wanted()) {
+        // Enough tunnels: sleep until one ends, the hub asks for a move, or the replica count changes.
+        await wait();
+        continue;
+      }
+      if (needDelay) {
+        needDelay = false;
+        const delay = skipWait ? 0 : (tunnels.size === 0 ? backoff : spread).next();
+        skipWait = false;
+        if (delay > 0) {
+          alog.info("reconnecting", {
+            inMs: delay,
+            attempt: (tunnels.size === 0 ? backoff : spread).attempts,
+            tunnels: tunnels.size,
+          });
+          await wait(delay);
+          continue;
+        }
+      }
+      skipWait = false;
       try {
-        const tunnel = await dialTunnel(cfg.hubUrl, { ca: cfg.ca, proxy });
-        const s = await connectHub(tunnel, {
-          cluster: cfg.cluster,
-          token: cfg.token,
-          hubFingerprint: cfg.hubFingerprint,
-          keepaliveMs: cfg.keepaliveMs,
-          hello: {
-            version: agentVersion,
-            agentId: id,
-            endpoints: [...endpoints.keys()],
-            authModes: cfg.kubernetes?.modes ?? [],
-          },
-          log: alog,
-        });
-        session = s;
-        connectedAt = Date.now();
+        const { session, hello } = await dial();
         refusals = 0;
-        s.onControl((msg) => {
-          if (msg.type === "reconnect") {
-            alog.info("hub asked for a reconnect", { reason: msg.reason });
-            s.close();
-          }
-          for (const h of controlHandlers) h(msg);
-        });
-        for (const [name, ep] of endpoints) await s.publish(name, ep);
-        for (const h of connectedHandlers) h();
-        alog.info("connected to hub", {
-          hub: cfg.hubUrl.toString(),
-          via: proxy ? redactUrl(proxy.toString()) : "direct",
-          endpoints: [...endpoints.keys()],
-        });
-        if (stopped) s.close();
-        const reason = await s.closed;
-        alog.warn("disconnected from hub", { reason });
+        if (stopped) {
+          session.close();
+          break;
+        }
+        if ([...tunnels].some((t) => t.replica === hello.replica)) {
+          // The load balancer sent this dial to a replica the agent already holds: drop it, try later.
+          alog.info("duplicate tunnel dropped", { replica: hello.replica, replicas: hello.replicas });
+          replicas = hello.replicas;
+          session.close();
+          needDelay = true;
+          continue;
+        }
+        await adopt(session, hello);
+        spread = new Backoff({ baseMs: 1000, capMs: cfg.backoffCapMs, resetAfterMs: 60_000 });
+        // Spread the next dial a little, so a fleet that just connected does not dial again in step.
+        needDelay = staying().length < wanted();
       } catch (e) {
         if (e instanceof HostKeyMismatchError) throw e;
         if (e instanceof AuthRefusedError) {
@@ -157,18 +254,10 @@ export function startAgent(cfg: AgentConfig, log: Logger): Agent {
           if (refusals >= loudAfterRefusals) alog.error("hub keeps refusing this agent", fields);
           else alog.warn("hub refused this agent", fields);
         } else {
-          alog.warn("cannot reach hub", { hub: cfg.hubUrl.toString(), error: e });
+          alog.warn("cannot reach hub", { hub: cfg.hubUrl.toString(), error: e, tunnels: tunnels.size });
         }
-        session?.close();
-      } finally {
-        session = undefined;
+        needDelay = true;
       }
-      if (connectedAt !== undefined) backoff.connectionLived(Date.now() - connectedAt);
-      if (stopped) break;
-      const delay = skipWait ? 0 : backoff.next();
-      skipWait = false;
-      if (delay > 0) alog.info("reconnecting", { inMs: delay, attempt: backoff.attempts });
-      await wait(delay);
     }
   };
 
@@ -176,17 +265,38 @@ export function startAgent(cfg: AgentConfig, log: Logger): Agent {
   return {
     reconnectNow: () => {
       skipWait = true;
-      if (session) session.close();
-      else wake();
+      needDelay = true;
+      for (const t of tunnels) t.session.close();
+      wake();
     },
     stop: () => {
       stopped = true;
       kube?.close();
       stopServices?.();
       void catalog?.stop();
-      session?.close();
+      for (const t of tunnels) t.session.close();
       wake();
     },
     done,
   };
+}
+
+/** One tunnel to one hub replica. */
+interface Tunnel {
+  session: HubSession;
+  replica: string;
+  /** The hub asked this tunnel to move; it serves on until the hub closes it but is being replaced. */
+  leaving: boolean;
+  since: number;
+}
+
+/** Rejects with `message` when `p` takes longer than `ms`. */
+function timeout<T>(p: Promise<T>, ms: number, message: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  return Promise.race([
+    p,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(message)), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
 }

@@ -34,6 +34,8 @@ export interface AgentConfig {
   publish: PublishedTcp[];
   keepaliveMs: number;
   backoffCapMs: number;
+  /** Tunnels to distinct hub replicas the agent keeps (fewer when there are fewer replicas). */
+  hubConnections: number;
   proxyEnv: ProxyEnv;
   logLevel: "debug" | "info" | "warn" | "error";
   /** Serve the cluster's API server as endpoint `kubernetes` (undefined: not enabled). */
@@ -57,6 +59,9 @@ export interface KubernetesConfig {
   modes: AuthMode[];
 }
 
+/** Most tunnels an agent keeps: each holds an SSH session on a replica, and few replicas add safety. */
+const maxHubConnections = 16;
+
 /** Usage text of main_agent.ts. */
 export const agentUsage = `Tower agent: dials out to the hub and serves what it publishes.
 
@@ -70,6 +75,7 @@ Usage: main_agent.ts [flags]            (each flag also reads the env var in bra
   --publish NAME=HOST:PORT  serve endpoint NAME by dialing HOST:PORT (repeatable) [TOWER_PUBLISH, comma-separated]
   --keepalive DURATION      keepalive interval; a silent hub is dropped after 3 (default 10s) [TOWER_KEEPALIVE]
   --backoff-max DURATION    longest wait between reconnects (default 30s) [TOWER_BACKOFF_MAX]
+  --hub-connections N       keep tunnels to N distinct hub replicas, 1-${maxHubConnections} (default 2) [TOWER_HUB_CONNECTIONS]
   --log-level LEVEL         debug, info, warn, error (default info) [TOWER_LOG_LEVEL]
   --kubernetes              serve this cluster's API server as endpoint 'kubernetes' [TOWER_KUBERNETES=true]
   --apiserver URL           API server (default https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT) [TOWER_APISERVER]
@@ -98,6 +104,7 @@ export async function loadAgentConfig(
     publish: { type: "string", multiple: true },
     keepalive: { type: "string" },
     "backoff-max": { type: "string" },
+    "hub-connections": { type: "string" },
     "log-level": { type: "string" },
     kubernetes: { type: "boolean" },
     apiserver: { type: "string" },
@@ -194,6 +201,7 @@ export async function loadAgentConfig(
     publish,
     keepaliveMs: parseDuration(get("keepalive", "TOWER_KEEPALIVE") ?? "10s", "--keepalive"),
     backoffCapMs: parseDuration(get("backoff-max", "TOWER_BACKOFF_MAX") ?? "30s", "--backoff-max"),
+    hubConnections: hubConnections(get("hub-connections", "TOWER_HUB_CONNECTIONS") ?? "2"),
     proxyEnv: {
       httpsProxy: env("HTTPS_PROXY") ?? env("https_proxy"),
       httpProxy: env("HTTP_PROXY") ?? env("http_proxy"),
@@ -201,6 +209,16 @@ export async function loadAgentConfig(
     },
     logLevel: level as AgentConfig["logLevel"],
   };
+}
+
+function hubConnections(text: string): number {
+  const n = Number(text);
+  if (!/^\d+$/.test(text) || n < 1 || n > maxHubConnections) {
+    throw new ConfigError(
+      `--hub-connections '${text}' must be a whole number from 1 to ${maxHubConnections}`,
+    );
+  }
+  return n;
 }
 
 async function loadKubernetes(

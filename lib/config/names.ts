@@ -1,4 +1,4 @@
-/** Validation of names users type: cluster names, user names, endpoint names. @module */
+/** Validation of names users type: cluster names, endpoint names, replica identities. @module */
 
 import { ConfigError } from "./duration.ts";
 
@@ -18,6 +18,22 @@ export function checkClusterName(name: string): string {
     );
   }
   return name;
+}
+
+/** True when `id` can name a hub replica: a DNS label, as a pod name is. */
+export function isReplicaId(id: unknown): id is string {
+  return typeof id === "string" && dnsLabel.test(id);
+}
+
+/**
+ * A replica identity for this process: the host name (a pod's name) cut to fit, and a random suffix so
+ * that a restarted replica, or several on one host, never pass for one another.
+ */
+export function newReplicaId(host: string): string {
+  const base = host.toLowerCase().replace(/[^a-z0-9-]+/g, "-").replace(/^-+|-+$/g, "").slice(0, 54)
+    .replace(/-+$/, "");
+  const suffix = crypto.randomUUID().replaceAll("-", "").slice(0, 8);
+  return base ? `${base}-${suffix}` : `hub-${suffix}`;
 }
 
 const endpointName = /^[a-z0-9]([-a-z0-9./:]{0,250}[a-z0-9])?$/;

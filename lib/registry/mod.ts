@@ -29,3 +29,9 @@ export {
   type RegistryData,
   type UserRecord,
 } from "./registry.ts";
+export {
+  FileReplicaLeases,
+  type FileReplicaLeasesOptions,
+  type ReplicaLease,
+  type ReplicaLeases,
+} from "./replica_leases.ts";

@@ -6,8 +6,9 @@
 
 import type { Logger } from "../log/log.ts";
 import type { CertPair } from "./tls_material.ts";
-import { type RegistryData } from "../registry/mod.ts";
-import { acceptTunnel, SshHub, tunnelWebSocketServer } from "../tunnel/mod.ts";
+import { join } from "node:path";
+import { FileReplicaLeases, type RegistryData } from "../registry/mod.ts";
+import { acceptTunnel, maxReplicas, SshHub, tunnelWebSocketServer } from "../tunnel/mod.ts";
 import { ClusterSessions } from "./cluster_sessions.ts";
 import { agentAuthenticator } from "./agent_auth.ts";
 import { dataPaths, loadCa, loadHostKey, loadServingCert, openDataDir } from "./data_dir.ts";
@@ -20,9 +21,14 @@ import { type LbConfig, LbManager } from "./lb_manager.ts";
 /** Tower's version, reported in hellos and `/version`-like places. */
 export const towerVersion = "0.1.0";
 
+/** A replica's lease lapses this long after its last renewal (renewed every third of it). */
+const replicaLeaseTtlMs = 15_000;
+
 /** Everything `serve` needs. */
 export interface HubConfig {
   dataDir: string;
+  /** This replica's identity (a DNS label), told to agents in the control hello. */
+  replicaId: string;
   host: string;
   port: number;
   /** `self-signed`: hub CA + generated cert; `files`: user cert/key; `plain`: HTTP without TLS. */
@@ -68,6 +74,18 @@ export async function startHub(config: HubConfig): Promise<Hub> {
   );
 
   const sessions = new ClusterSessions();
+  const leases = new FileReplicaLeases({
+    dir: join(config.dataDir, "replicas"),
+    ttlMs: replicaLeaseTtlMs,
+    log,
+  });
+  const liveReplicas = () => Math.min(maxReplicas, Math.max(1, leases.live().length));
+  leases.onChange((live) => {
+    log.info("replicas changed", { replicas: live.map((l) => l.id) });
+    const msg = { type: "replicas", replicas: liveReplicas() };
+    for (const c of sessions.clusters()) for (const a of sessions.of(c)) a.send(msg);
+  });
+  await leases.hold(config.replicaId);
   const lb = config.lb ? new LbManager(config.lb, sessions, registryStore, log) : undefined;
   await lb?.start(registry);
   const ssh = new SshHub({
@@ -86,7 +104,7 @@ export async function startHub(config: HubConfig): Promise<Hub> {
       if (lb?.onControl(agent, msg)) return;
       log.debug("control message ignored", { agent: agent.id, type: msg.type });
     },
-    version: towerVersion,
+    hello: () => ({ version: towerVersion, replica: config.replicaId, replicas: liveReplicas() }),
     log,
   });
 
@@ -207,6 +225,7 @@ export async function startHub(config: HubConfig): Promise<Hub> {
     clearInterval(statusTimer);
     stopWatch();
     await Promise.all([frontDoor.close(), ...forwards.map((f) => f.close())]);
+    await leases.release();
     throw e;
   }
 
@@ -233,6 +252,7 @@ export async function startHub(config: HubConfig): Promise<Hub> {
       ]);
       await audit.close();
       await lb?.close();
+      await leases.release();
       await Deno.remove(statusPath).catch(() => {});
     },
   };

@@ -13,6 +13,7 @@ import type { Logger } from "../log/log.ts";
 import { sshAlgorithms } from "./ssh_algorithms.ts";
 import { fingerprintOfBlob } from "./fingerprint.ts";
 import { type ControlMessage, ControlStream, controlSubsystem } from "./control_stream.ts";
+import { type HubHello, parseHubHello } from "./control_messages.ts";
 import type { TunnelStream } from "./websocket_stream.ts";
 
 /**
@@ -60,11 +61,24 @@ export class HubSession {
   #controlHandlers = new Set<(msg: ControlMessage) => void>();
   /** Resolves with the reason when the session ends. */
   readonly closed: Promise<string>;
+  /** The hub's hello; rejects when the hub sends a malformed one or the session ends before it. */
+  readonly hubHello: Promise<HubHello>;
+  #helloArrived: (hello: HubHello) => void = () => {};
+  #helloFailed: (e: Error) => void = () => {};
 
   constructor(client: ssh2.Client, log: Logger, closed: Promise<string>) {
     this.#client = client;
     this.#log = log;
     this.closed = closed;
+    this.hubHello = new Promise<HubHello>((resolve, reject) => {
+      this.#helloArrived = resolve;
+      this.#helloFailed = reject;
+    });
+    // Callers that never ask for the hello must not see an unhandled rejection.
+    this.hubHello.catch(() => {});
+    void closed.then((reason) =>
+      this.#helloFailed(new Error(`session ended before the hub's hello: ${reason}`))
+    );
     client.on("unix connection", (info, accept, reject) => this.#onChannel(info.socketPath, accept, reject));
     client.on("tcp connection", (info, _accept, reject) => {
       this.#log.warn("channel refused", {
@@ -114,7 +128,19 @@ export class HubSession {
   /** @internal */
   _attachControl(control: ControlStream): void {
     this.#control = control;
+    let helloSeen = false;
     control.onMessage((msg) => {
+      if (msg.type === "hello" && !helloSeen) {
+        helloSeen = true;
+        try {
+          this.#helloArrived(parseHubHello(msg));
+        } catch (e) {
+          this.#log.warn("hub broke the control protocol", { error: e });
+          this.#helloFailed(e as Error);
+          this.close();
+        }
+        return;
+      }
       for (const h of this.#controlHandlers) h(msg);
     });
   }

@@ -14,6 +14,7 @@ import type { Logger } from "../log/log.ts";
 import { isEndpointName } from "../config/mod.ts";
 import { sshAlgorithms } from "./ssh_algorithms.ts";
 import { type ControlMessage, ControlStream, controlSubsystem } from "./control_stream.ts";
+import { type AgentHello, type HubHello, parseAgentHello } from "./control_messages.ts";
 import type { TunnelStream } from "./websocket_stream.ts";
 
 /** Settings of the hub's SSH server. */
@@ -30,8 +31,8 @@ export interface SshHubOptions {
   keepaliveMs: number;
   /** Receives every control message other than the hello. */
   onControl?(agent: AgentConnection, msg: ControlMessage): void;
-  /** Version string sent in the hub's hello. */
-  version: string;
+  /** What the hub's hello says (asked each time one is sent, so the replica count is current). */
+  hello(): Omit<HubHello, "type">;
   log: Logger;
 }
 
@@ -48,7 +49,7 @@ export class AgentConnection {
   /** Endpoint names the agent published. */
   readonly endpoints = new Set<string>();
   /** What the agent said about itself in its hello (empty until it arrives). */
-  hello: Record<string, unknown> = {};
+  hello: Partial<AgentHello> = {};
   /** Channels currently open. */
   openChannels = 0;
   /** The keepalive interval the agent asked for (its hello), else the hub's. */
@@ -284,10 +285,15 @@ export class SshHub {
 
   #onControl(agent: AgentConnection, msg: ControlMessage): void {
     if (msg.type === "hello") {
-      agent.hello = msg;
-      const ka = Number(msg.keepaliveMs);
-      if (Number.isFinite(ka) && ka >= 100) agent.keepaliveMs = ka;
-      agent.send({ type: "hello", version: this.#opts.version });
+      try {
+        agent.hello = parseAgentHello(msg);
+      } catch (e) {
+        this.#opts.log.warn("agent broke the control protocol", { agent: agent.id, error: e });
+        agent.close(`malformed hello: ${(e as Error).message}`);
+        return;
+      }
+      if (agent.hello.keepaliveMs) agent.keepaliveMs = agent.hello.keepaliveMs;
+      agent.send({ type: "hello", ...this.#opts.hello() });
       return;
     }
     this.#opts.onControl?.(agent, msg);

@@ -10,6 +10,18 @@ export {
 export { AgentConnection, SshHub, type SshHubOptions } from "./hub_ssh.ts";
 export { Backoff, type BackoffOptions } from "./backoff.ts";
 export { type ControlMessage, ControlStream } from "./control_stream.ts";
+export {
+  type AgentHello,
+  ControlProtocolError,
+  type HubHello,
+  maxReplicas,
+  parseAgentHello,
+  parseHubHello,
+  parseReconnect,
+  parseReplicasUpdate,
+  type ReconnectRequest,
+  type ReplicasUpdate,
+} from "./control_messages.ts";
 export { checkFingerprint, fingerprintOfBlob, fingerprintOfKey } from "./fingerprint.ts";
 export { bypassesProxy, dialTcp, type ProxyEnv, proxyFor, redactUrl } from "./proxy_dial.ts";
 export { splice, type SpliceStats } from "./splice.ts";

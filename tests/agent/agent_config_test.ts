@@ -242,3 +242,19 @@ Deno.test("loadAgentConfig: durations, log level and stray arguments", async () 
   await refused([...flags(), "extra"], {}, "unexpected argument 'extra'");
   await refused([...flags(), "--bogus", "1"], {}, "bogus");
 });
+
+Deno.test("loadAgentConfig: --hub-connections from 1 to 16, default 2", async () => {
+  assert.equal((await loadAgentConfig(flags(), () => undefined)).hubConnections, 2);
+  assert.equal((await loadAgentConfig(flags({ "hub-connections": "1" }), () => undefined)).hubConnections, 1);
+  assert.equal(
+    (await loadAgentConfig(flags({ "hub-connections": "16" }), () => undefined)).hubConnections,
+    16,
+  );
+  assert.equal(
+    (await loadAgentConfig(flags(), (n) => n === "TOWER_HUB_CONNECTIONS" ? "3" : undefined)).hubConnections,
+    3,
+  );
+  for (const bad of ["0", "17", "2.5", "two"]) {
+    await refused(flags({ "hub-connections": bad }), {}, `--hub-connections '${bad}' must be a whole number`);
+  }
+});

@@ -41,7 +41,7 @@ Deno.test("an agent refuses channels to anything it did not publish, and dials n
     onAgent: (a) => resolveAgent(a),
     handshakeTimeoutMs: 10_000,
     keepaliveMs: 10_000,
-    version: "test",
+    hello: () => ({ version: "test", replica: "rogue-hub", replicas: 1 }),
     log: logger({ component: "rogue-hub" }).with({ test: true }),
   });
   const wss = tunnelWebSocketServer();
