@@ -9,7 +9,7 @@ import {
   parseHubHello,
   parseReconnect,
   parseReplicasUpdate,
-} from "../../lib/tunnel/mod.ts";
+} from "../../../lib/tunnel/mod.ts";
 
 const hubHello = (over: Record<string, unknown>): ControlMessage => ({
   type: "hello",

@@ -16,7 +16,7 @@ import {
   ResponseFramingError,
   type ResponseHead,
   ResponseParser,
-} from "../../lib/proxy/mod.ts";
+} from "../../../lib/proxy/mod.ts";
 
 interface Parsed {
   head?: ResponseHead;

@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { Buffer } from "node:buffer";
 import YAML from "yaml";
-import { ConfigError } from "../../lib/config/mod.ts";
+import { ConfigError } from "../../../lib/config/mod.ts";
 import {
   emptyRegistry,
   FileRegistry,
@@ -14,8 +14,8 @@ import {
   type RegistryData,
   tokenMatches,
   validateRegistry,
-} from "../../lib/registry/mod.ts";
-import { scratchDir } from "../helpers/tower_procs.ts";
+} from "../../../lib/registry/mod.ts";
+import { scratchDir } from "../../helpers/tower_procs.ts";
 
 const goodHash = hashToken("tower_example");
 

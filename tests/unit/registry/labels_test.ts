@@ -10,7 +10,7 @@ import {
   maxLabels,
   parseLabelEdit,
   validateRegistry,
-} from "../../lib/registry/mod.ts";
+} from "../../../lib/registry/mod.ts";
 
 Deno.test("label keys and values follow Kubernetes' syntax", () => {
   for (const k of ["env", "a", "A.b-c_d", "example.com/team", "x".repeat(63), `${"a".repeat(253)}/n`]) {

@@ -1,9 +1,9 @@
 /** Agent admission: constant-time token checks and slowing down addresses that keep failing. */
 
 import assert from "node:assert/strict";
-import { agentAuthenticator, FailureThrottle } from "../../lib/server/agent_auth.ts";
-import { emptyRegistry, hashToken, newToken } from "../../lib/registry/mod.ts";
-import { logger, setLogSink } from "../../lib/log/log.ts";
+import { agentAuthenticator, FailureThrottle } from "../../../lib/server/agent_auth.ts";
+import { emptyRegistry, hashToken, newToken } from "../../../lib/registry/mod.ts";
+import { logger, setLogSink } from "../../../lib/log/log.ts";
 
 Deno.test("FailureThrottle: no delay at first, doubling from 250 ms to an 8 s cap, forgotten on success", () => {
   const t = new FailureThrottle();

@@ -2,9 +2,9 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { loadAgentConfig } from "../../lib/agent/mod.ts";
-import { ConfigError } from "../../lib/config/mod.ts";
-import { scratchDir } from "../helpers/tower_procs.ts";
+import { loadAgentConfig } from "../../../lib/agent/mod.ts";
+import { ConfigError } from "../../../lib/config/mod.ts";
+import { scratchDir } from "../../helpers/tower_procs.ts";
 
 const fp = "SHA256:" + "abcdefghijklmnopqrstuvwxyzABCDEFGHIJK0123+/";
 const token = "tower_" + "t".repeat(43);

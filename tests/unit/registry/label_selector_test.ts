@@ -1,7 +1,7 @@
 /** Label selectors: the grammar, clear errors with positions, Kubernetes matching semantics, bounds. @module */
 
 import assert from "node:assert/strict";
-import { ConfigError } from "../../lib/config/mod.ts";
+import { ConfigError } from "../../../lib/config/mod.ts";
 import {
   maxRequirements,
   maxSelectorLength,
@@ -9,7 +9,7 @@ import {
   parseSelector,
   type Requirement,
   selectorMatches,
-} from "../../lib/registry/mod.ts";
+} from "../../../lib/registry/mod.ts";
 
 const parses: [string, Requirement[]][] = [
   ["", []],

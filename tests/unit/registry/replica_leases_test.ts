@@ -2,9 +2,9 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { FileReplicaLeases } from "../../lib/registry/mod.ts";
-import { logger } from "../../lib/log/log.ts";
-import { scratchDir } from "../helpers/tower_procs.ts";
+import { FileReplicaLeases } from "../../../lib/registry/mod.ts";
+import { logger } from "../../../lib/log/log.ts";
+import { scratchDir } from "../../helpers/tower_procs.ts";
 
 const log = logger({ component: "leases-test" });
 

@@ -1,0 +1,30 @@
+/** Durations (`500ms`, `10s`, `2m`, bare seconds) and the message a person sees when one is wrong. @module */
+
+import assert from "node:assert/strict";
+import { ConfigError, parseDuration } from "../../../lib/config/mod.ts";
+
+Deno.test("parseDuration reads ms, s, m, h and bare seconds", () => {
+  assert.equal(parseDuration("500ms", "--x"), 500);
+  assert.equal(parseDuration("10s", "--x"), 10_000);
+  assert.equal(parseDuration("2m", "--x"), 120_000);
+  assert.equal(parseDuration("1h", "--x"), 3_600_000);
+  assert.equal(parseDuration("1.5s", "--x"), 1500);
+  assert.equal(parseDuration("3", "--x"), 3000);
+  assert.equal(parseDuration(" 7s ", "--x"), 7000);
+});
+
+Deno.test("parseDuration refuses garbage and zero with the flag in the message", () => {
+  for (const bad of ["", "abc", "10 s", "-1s", "1d", "s", "1.s"]) {
+    assert.throws(() => parseDuration(bad, "--keepalive"), (e: unknown) => {
+      assert.ok(e instanceof ConfigError, `${bad}: ${e}`);
+      assert.match(e.message, /^--keepalive: /);
+      assert.match(e.message, /is not a duration/);
+      return true;
+    });
+  }
+  assert.throws(() => parseDuration("0s", "--backoff-max"), (e: unknown) => {
+    assert.ok(e instanceof ConfigError);
+    assert.match(e.message, /--backoff-max: must be greater than zero, got '0s'/);
+    return true;
+  });
+});
