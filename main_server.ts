@@ -84,6 +84,8 @@ serve flags:
   --lb-address ADDR    public IP or hostname written into Service status (default: the hub's hostname)
   --lb-bind HOST       where public LoadBalancer ports listen (default 0.0.0.0)
   --lb-udp-idle DURATION   idle UDP flows are closed after this (default 60s)
+  --drain-timeout DURATION  on SIGTERM, serve in-flight requests this long at most before stopping
+                       (default 30s); SIGINT or a second SIGTERM stops at once
   --replica-id NAME    this replica's identity, a DNS label (default: host name and a random suffix)
   --log-level LEVEL    debug, info, warn, error (default info)
 `;
@@ -144,6 +146,7 @@ async function serve(args: string[]): Promise<void> {
     "lb-udp-idle": { type: "string", default: "60s" },
     "log-level": { type: "string", default: "info" },
     "replica-id": { type: "string" },
+    "drain-timeout": { type: "string", default: "30s" },
   });
   const level = String(values["log-level"]);
   if (!["debug", "info", "warn", "error"].includes(level)) {
@@ -157,6 +160,7 @@ async function serve(args: string[]): Promise<void> {
   if (values["plain-http"] && certFile) {
     throw new ConfigError("--plain-http and --tls-cert exclude each other");
   }
+  const drainTimeoutMs = parseDuration(String(values["drain-timeout"]), "--drain-timeout");
   const replicaId = String(values["replica-id"] ?? newReplicaId(hostname()));
   if (!isReplicaId(replicaId)) throw new ConfigError(`--replica-id '${replicaId}' is not a DNS label`);
   const log = logger({ component: "hub", replica: replicaId });
@@ -183,8 +187,13 @@ async function serve(args: string[]): Promise<void> {
     fingerprint: hub.fingerprint,
     clusters: hub.registry().clusters.length,
   });
+  let stopping = false;
   const stop = async (signal: string) => {
-    log.info("hub stopping", { signal });
+    // A second signal during a drain stops at once.
+    const drainFirst = signal === "SIGTERM" && !stopping;
+    stopping = true;
+    log.info("hub stopping", { signal, drain: drainFirst });
+    if (drainFirst) await hub.drain(drainTimeoutMs);
     await hub.close();
     Deno.exit(0);
   };

@@ -4,7 +4,12 @@
  * @module
  */
 
+import type http from "node:http";
+import type { Duplex } from "node:stream";
 import type { Logger } from "../log/log.ts";
+import { isLongRunning } from "../kube/long_running.ts";
+import { InFlight } from "./in_flight.ts";
+import { drain, type DrainReport } from "./drain.ts";
 import type { CertPair } from "./tls_material.ts";
 import { join } from "node:path";
 import { FileReplicaLeases, type RegistryData } from "../registry/mod.ts";
@@ -23,6 +28,11 @@ export const towerVersion = "0.1.0";
 
 /** A replica's lease lapses this long after its last renewal (renewed every third of it). */
 const replicaLeaseTtlMs = 15_000;
+
+/** With other replicas alive, a draining replica serves until no request has started for this long. */
+const drainQuietMs = 2000;
+/** A draining replica spreads its agents' reconnects over at most this long. */
+const drainStaggerMs = 10_000;
 
 /** Everything `serve` needs. */
 export interface HubConfig {
@@ -56,6 +66,8 @@ export interface Hub {
   frontDoor: FrontDoor;
   forwards: ForwardListener[];
   registry(): RegistryData;
+  /** Drains (see drain.ts); call {@link Hub.close} afterwards. */
+  drain(timeoutMs: number): Promise<DrainReport>;
   close(): Promise<void>;
 }
 
@@ -116,11 +128,23 @@ export async function startHub(config: HubConfig): Promise<Hub> {
     host: config.host,
     port: config.port,
     ...(tls ? { tls: { ...tls, clientCa: ca.cert } } : {}),
-    ready: () => !closing,
+    ready: () => !closing && !inFlight.draining,
     log,
   });
-  frontDoor.route((req, res) => kube.request(req, res));
-  frontDoor.upgrade((req, socket, head) => kube.upgrade(req, socket, head));
+  // Every user request and stream is counted, so a drain knows when the ordinary ones are done.
+  const inFlight = new InFlight();
+  const userRequest = (req: http.IncomingMessage, res: http.ServerResponse, cluster?: string) => {
+    if (!kube.request(req, res, cluster)) return false;
+    inFlight.request(res, isLongRunning(req.method ?? "GET", req.url ?? "/"));
+    return true;
+  };
+  const userUpgrade = (req: http.IncomingMessage, socket: Duplex, head: Uint8Array, cluster?: string) => {
+    if (!kube.upgrade(req, socket, head, cluster)) return false;
+    inFlight.upgrade(socket);
+    return true;
+  };
+  frontDoor.route((req, res) => userRequest(req, res));
+  frontDoor.upgrade((req, socket, head) => userUpgrade(req, socket, head));
   frontDoor.route((req, res) => {
     if ((req.url ?? "").split("?")[0] !== "/tunnel") return false;
     answer(res, 426, "the tunnel path takes WebSocket upgrades only");
@@ -130,6 +154,10 @@ export async function startHub(config: HubConfig): Promise<Hub> {
     if ((req.url ?? "").split("?")[0] !== "/tunnel") return false;
     if ((req.headers.upgrade ?? "").toLowerCase() !== "websocket") {
       refuseUpgrade(socket, 400, "the tunnel path takes WebSocket upgrades only");
+      return true;
+    }
+    if (inFlight.draining) {
+      refuseUpgrade(socket, 503, "this hub replica is draining: dial again to reach another one");
       return true;
     }
     acceptTunnel(wss, req, socket, head).then((t) => ssh.accept(t), (e) => {
@@ -155,11 +183,11 @@ export async function startHub(config: HubConfig): Promise<Hub> {
         host: config.host,
         port,
         ...(tls ? { tls: { ...tls, clientCa: ca.cert } } : {}),
-        ready: () => !closing,
+        ready: () => !closing && !inFlight.draining,
         log,
       }).then((d) => {
-        d.route((req, res) => kube.request(req, res, name));
-        d.upgrade((req, socket, head) => kube.upgrade(req, socket, head, name));
+        d.route((req, res) => userRequest(req, res, name));
+        d.upgrade((req, socket, head) => userUpgrade(req, socket, head, name));
         log.info("cluster port listening", { cluster: name, port });
         return d;
       }, (e) => {
@@ -204,12 +232,17 @@ export async function startHub(config: HubConfig): Promise<Hub> {
     // Rewritten within 250 ms of any change (sessions, channels, bytes), and every 5 s anyway so
     // readers can tell a live hub from a dead one.
     const summary = JSON.stringify(sessions.summary());
-    if (summary === lastSummary && ++statusTicks < 20) return;
-    lastSummary = summary;
+    const requests = JSON.stringify({
+      draining: inFlight.draining,
+      ordinary: inFlight.ordinary,
+      longRunning: inFlight.longRunning,
+    });
+    if (summary + requests === lastSummary && ++statusTicks < 20) return;
+    lastSummary = summary + requests;
     statusTicks = 0;
-    const body = `{"pid":${Deno.pid},"updatedAt":"${new Date().toISOString()}","memory":${
-      JSON.stringify(Deno.memoryUsage())
-    },"clusters":${summary}}`;
+    const body = `{"pid":${Deno.pid},"replica":"${config.replicaId}","updatedAt":"${
+      new Date().toISOString()
+    }","memory":${JSON.stringify(Deno.memoryUsage())},"requests":${requests},"clusters":${summary}}`;
     const tmp = `${statusPath}.tmp`;
     await Deno.writeTextFile(tmp, body).then(() => Deno.rename(tmp, statusPath)).catch((e) =>
       log.warn("status file not written", { error: e })
@@ -238,6 +271,14 @@ export async function startHub(config: HubConfig): Promise<Hub> {
     frontDoor,
     forwards,
     registry: () => registry,
+    drain: (timeoutMs) =>
+      drain({
+        inFlight,
+        agents: () => sessions.clusters().flatMap((c) => sessions.of(c)),
+        othersAlive: () => leases.live().some((l) => l.id !== config.replicaId),
+        releaseLease: () => leases.release(),
+        log,
+      }, { timeoutMs, quietMs: drainQuietMs, staggerMs: drainStaggerMs }),
     close: async () => {
       closing = true;
       clearInterval(statusTimer);

@@ -113,3 +113,101 @@ Deno.test("agents keep tunnels to K distinct replicas behind HAProxy, and get th
     await Deno.remove(dataDir, { recursive: true });
   }
 });
+
+/** GET on a hub (TLS verified against the hub CA); the status code. */
+async function statusOf(port: number, path: string, ca: string, headers: Record<string, string> = {}) {
+  const https = await import("node:https");
+  return await new Promise<number>((resolve, reject) => {
+    const req = https.request({ host: "127.0.0.1", port, path, ca, headers }, (res) => {
+      res.resume();
+      resolve(res.statusCode ?? 0);
+    });
+    req.on("upgrade", (res, socket) => {
+      socket.destroy();
+      resolve(res.statusCode ?? 0);
+    });
+    req.on("error", reject);
+    req.end();
+  });
+}
+
+Deno.test("SIGTERM drains a replica: not ready, no new tunnels, its agents move to another replica, exit 0", async () => {
+  const dataDir = await scratchDir("replicas");
+  const cluster = await addCluster(dataDir, "alpha");
+  const ca = await Deno.readTextFile(cluster.caFile);
+  const echo = await echoServer();
+  const hubs: HubProcess[] = [];
+  const agents: TowerProcess[] = [];
+  let lb: Awaited<ReturnType<typeof startHaproxy>> | undefined;
+  try {
+    for (let i = 0; i < 3; i++) hubs.push(await startHub({ dataDir, args: ["--drain-timeout", "10s"] }));
+    await Promise.all(
+      hubs.map((h) =>
+        h.waitFor((l) => l.msg === "replicas changed" && (l.replicas as string[]).length === 3, "3 replicas")
+      ),
+    );
+    lb = await startHaproxy({ backends: hubs.map((h) => h.port), tls: true });
+    for (let i = 0; i < 3; i++) {
+      agents.push(startAgent({
+        hubUrl: `wss://127.0.0.1:${lb.port}/tunnel`,
+        cluster: "alpha",
+        token: cluster.token,
+        fingerprint: cluster.fingerprint,
+        caFile: cluster.caFile,
+        publish: [`echo=127.0.0.1:${echo.port}`],
+        name: `agent-${i}`,
+        args: ["--backoff-max", "2s"],
+      }));
+    }
+    for (const a of agents) await waitHolding(a, 2, 30_000);
+    // Drain the replica holding the most tunnels.
+    const holders = (h: HubProcess) => agents.filter((a) => heldReplicas(a).has(replicaOf(h))).length;
+    const victim = [...hubs].sort((a, b) => holders(b) - holders(a))[0]!;
+    const moving = agents.filter((a) => heldReplicas(a).has(replicaOf(victim)));
+    const from = moving.map((a) => a.lines.length);
+    victim.signal("SIGTERM");
+    const draining = await victim.waitForMsg("hub draining", 5000);
+    assert.equal(draining.others, true);
+    assert.equal(draining.agentsToMove, moving.length);
+    assert.equal(await statusOf(victim.port, "/readyz", ca), 503, "a draining replica is not ready");
+    assert.equal(
+      await statusOf(victim.port, "/tunnel", ca, {
+        connection: "Upgrade",
+        upgrade: "websocket",
+        "sec-websocket-version": "13",
+        "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==",
+        "sec-websocket-protocol": "tower-tunnel.v1",
+      }),
+      503,
+      "a draining replica takes no new tunnel",
+    );
+    // Each agent it held is asked to move, gets a tunnel to another replica, and keeps 2.
+    for (const [i, a] of moving.entries()) {
+      await a.waitFor((l) => l.msg === "hub asked for a reconnect", "the reconnect request", 10_000, from[i]);
+      await a.waitFor(
+        (l) => l.msg === "connected to hub" && l.replica !== replicaOf(victim),
+        "a tunnel elsewhere",
+        20_000,
+        from[i],
+      );
+    }
+    const asked = moving.map((a, i) =>
+      Date.parse(String(a.lines.slice(from[i]).find((l) => l.msg === "hub asked for a reconnect")!.time))
+    );
+    if (asked.length > 1) assert.ok(new Set(asked).size > 1, `reconnect requests not staggered: ${asked}`);
+    const status = await victim.exited;
+    assert.equal(status.code, 0, victim.dump());
+    const drained = victim.lines.find((l) => l.msg === "hub drained")!;
+    assert.equal(drained.timedOut, false, JSON.stringify(drained));
+    for (const a of agents) {
+      const held = await waitHolding(a, 2, 20_000);
+      assert.ok(!held.has(replicaOf(victim)), `${a.name} still holds the drained replica`);
+    }
+  } finally {
+    for (const a of agents) await a.stop();
+    await lb?.stop();
+    for (const h of hubs) await h.stop();
+    await echo.close();
+    await Deno.remove(dataDir, { recursive: true });
+  }
+});
