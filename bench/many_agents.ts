@@ -24,6 +24,7 @@ for (const a of spec.agents as { cluster: string; token: string }[]) {
     publish: [],
     keepaliveMs: 30_000,
     backoffCapMs: 8_000,
+    hubConnections: 2,
     proxyEnv: {},
     logLevel: "warn",
     kubernetes: undefined,
