@@ -7,7 +7,10 @@
  *   main_server.ts cluster list | remove NAME | rotate-token NAME | label NAME KEY=VALUE|KEY-…
  *   main_server.ts user add NAME [--group G]… [--extra KEY=VALUE]… [--token] | user list | user remove NAME
  *   main_server.ts access allow [--user U]… [--group G]… [--clusters GLOB] [--cluster-selector SEL] | access list
- *   main_server.ts kubeconfig --user NAME
+ *   main_server.ts kubeconfig --user NAME [--ttl 8h]
+ *   main_server.ts settings [--client-cert-ttl D] [--client-cert-max-ttl D]
+ *   main_server.ts kubeconfig --oidc --oidc-issuer URL --oidc-client-id ID [--group G]…
+ *   main_server.ts login --issuer URL --client-id ID (kubectl exec credential plugin, client permission set)
  * @module
  */
 // deno-lint-ignore-file no-console
@@ -23,21 +26,28 @@ import {
 } from "./lib/config/mod.ts";
 import { hostname } from "node:os";
 import { applyLabelEdits, parseLabelEdit } from "./lib/registry/mod.ts";
+import { execCredential } from "./lib/client/exec_credential.ts";
+import { idToken } from "./lib/client/oidc_login.ts";
+import { defaultCacheDir } from "./lib/client/token_cache.ts";
 import { logger, setLogLevel } from "./lib/log/log.ts";
 import {
   addCluster,
   addUser,
   allowAccess,
+  defaultClientCertTtl,
   type IssuedToken,
   labelCluster,
   type LbConfig,
   listClusters,
   loadHostKey,
+  oidcConfigs,
+  oidcKubeconfig,
   parseForward,
   readRegistry,
   removeCluster,
   removeUser,
   rotateToken,
+  setCertTtls,
   startHub,
   userKubeconfig,
 } from "./lib/server/mod.ts";
@@ -64,7 +74,16 @@ Usage:
   main_server.ts access allow [--user U]… [--group G]… [--clusters GLOB[,GLOB]] [--cluster-selector SELECTOR]
                         clusters by name glob and/or Kubernetes label selector ('env in (prod,staging),!legacy')
   main_server.ts access list
-  main_server.ts kubeconfig --user NAME [--server https://HOST:PORT]   kubeconfig with a fresh client cert
+  main_server.ts kubeconfig --user NAME [--server https://HOST:PORT] [--ttl DURATION]
+                        kubeconfig with a fresh client certificate valid for --ttl (default and maximum: settings)
+  main_server.ts settings [--client-cert-ttl DURATION] [--client-cert-max-ttl DURATION]
+                        show or change hub settings (client certificate lifetime default 8h, maximum 8h)
+  main_server.ts kubeconfig --oidc --oidc-issuer URL --oidc-client-id ID [--oidc-ca-file F] [--group G]…
+                        [--oidc-flow browser|device] [--cache-dir DIR] [--server https://HOST:PORT]
+                        kubeconfig whose user logs in with single sign-on (runs 'login'; contexts for the
+                        clusters the groups may reach, or all)
+  main_server.ts login --issuer URL --client-id ID [--ca-file F] [--cache-dir DIR] [--flow browser|device]
+                        kubectl exec credential plugin: prints an ExecCredential with an ID token
   main_server.ts forward --kubeconfig FILE CLUSTER/NAMESPACE/SERVICE:PORT [HOST:]LOCAL_PORT
                                              forward a local port to a Service port through the hub
 
@@ -88,7 +107,24 @@ serve flags:
                        (default 30s); SIGINT or a second SIGTERM stops at once
   --replica-id NAME    this replica's identity, a DNS label (default: host name and a random suffix)
   --log-level LEVEL    debug, info, warn, error (default info)
+  --oidc-issuer URL    accept ID tokens from this OpenID Connect issuer (https; repeatable for several)
+  --oidc-client-id ID  the audience those tokens must carry (once, or once per issuer)
+  --oidc-ca-file FILE  CA of the issuer's HTTPS certificate, when not a public one
+  --oidc-username-claim CLAIM   user name claim (default email)
+  --oidc-groups-claim CLAIM     groups claim (default groups)
+  --oidc-username-prefix P      prefix for user names ('-' for none; default none for email, else ISSUER#)
+  --oidc-groups-prefix P        prefix for group names (default none)
+                       (each of these is given once, or once per --oidc-issuer in the same order)
 `;
+
+/** The text of a file named by a flag, or a ConfigError that says which flag and why. */
+async function readFlagFile(path: string, flag: string): Promise<string> {
+  try {
+    return await Deno.readTextFile(path);
+  } catch (e) {
+    throw new ConfigError(`${flag} ${path}: ${(e as Error).message}`);
+  }
+}
 
 function dataDirOf(flag: unknown): string {
   return typeof flag === "string" ? flag : Deno.env.get("TOWER_DATA_DIR") ?? "./.tower";
@@ -147,6 +183,24 @@ async function serve(args: string[]): Promise<void> {
     "log-level": { type: "string", default: "info" },
     "replica-id": { type: "string" },
     "drain-timeout": { type: "string", default: "30s" },
+    "oidc-issuer": { type: "string", multiple: true, default: [] },
+    "oidc-client-id": { type: "string", multiple: true, default: [] },
+    "oidc-ca-file": { type: "string", multiple: true, default: [] },
+    "oidc-username-claim": { type: "string", multiple: true, default: [] },
+    "oidc-groups-claim": { type: "string", multiple: true, default: [] },
+    "oidc-username-prefix": { type: "string", multiple: true, default: [] },
+    "oidc-groups-prefix": { type: "string", multiple: true, default: [] },
+  });
+  const oidc = oidcConfigs({
+    issuers: values["oidc-issuer"] as string[],
+    clientIds: values["oidc-client-id"] as string[],
+    caPems: await Promise.all(
+      (values["oidc-ca-file"] as string[]).map((f) => readFlagFile(f, "--oidc-ca-file")),
+    ),
+    usernameClaims: values["oidc-username-claim"] as string[],
+    groupsClaims: values["oidc-groups-claim"] as string[],
+    usernamePrefixes: values["oidc-username-prefix"] as string[],
+    groupsPrefixes: values["oidc-groups-prefix"] as string[],
   });
   const level = String(values["log-level"]);
   if (!["debug", "info", "warn", "error"].includes(level)) {
@@ -165,6 +219,7 @@ async function serve(args: string[]): Promise<void> {
   if (!isReplicaId(replicaId)) throw new ConfigError(`--replica-id '${replicaId}' is not a DNS label`);
   const log = logger({ component: "hub", replica: replicaId });
   const hub = await startHub({
+    oidc,
     dataDir: dataDirOf(values["data-dir"]),
     replicaId,
     host,
@@ -383,6 +438,36 @@ async function access(args: string[]): Promise<void> {
   }
 }
 
+/** `login`: a kubectl exec credential plugin that prints an ExecCredential with an OIDC ID token. */
+async function login(args: string[]): Promise<void> {
+  const { values } = parseFlags(args, {
+    issuer: { type: "string" },
+    "client-id": { type: "string" },
+    "ca-file": { type: "string" },
+    "cache-dir": { type: "string" },
+    flow: { type: "string", default: "browser" },
+    scope: { type: "string" },
+  });
+  const issuer = values.issuer as string | undefined;
+  const clientId = values["client-id"] as string | undefined;
+  if (!issuer || !clientId) throw new ConfigError("login needs --issuer URL --client-id ID");
+  const flow = String(values.flow);
+  if (flow !== "browser" && flow !== "device") {
+    throw new ConfigError(`--flow '${flow}' must be browser or device`);
+  }
+  const caFile = values["ca-file"] as string | undefined;
+  const token = await idToken({
+    issuer,
+    clientId,
+    ...(caFile ? { caPem: await readFlagFile(caFile, "--ca-file") } : {}),
+    cacheDir: String(values["cache-dir"] ?? defaultCacheDir(Deno.env)),
+    flow,
+    ...(values.scope ? { scopes: String(values.scope) } : {}),
+    tell: (line) => console.error(line),
+  });
+  console.log(execCredential(token.idToken, token.expiresAt));
+}
+
 async function forward(args: string[]): Promise<void> {
   const { values, positionals } = parseFlags(args, {
     kubeconfig: { type: "string" },
@@ -441,19 +526,70 @@ async function main(argv: string[]): Promise<void> {
       return await access(rest);
     case "forward":
       return await forward(rest);
+    case "login":
+      return await login(rest);
     case "kubeconfig": {
       const { values } = parseFlags(rest, {
         "data-dir": { type: "string" },
         user: { type: "string" },
         server: { type: "string" },
+        ttl: { type: "string" },
+        oidc: { type: "boolean", default: false },
+        "oidc-issuer": { type: "string" },
+        "oidc-client-id": { type: "string" },
+        "oidc-ca-file": { type: "string" },
+        "oidc-flow": { type: "string", default: "browser" },
+        group: { type: "string", multiple: true, default: [] },
+        "cache-dir": { type: "string" },
       });
-      if (!values.user) throw new ConfigError("kubeconfig needs --user NAME");
+      if (values.oidc) {
+        if (values.user || values.ttl) throw new ConfigError("kubeconfig --oidc takes no --user or --ttl");
+        const issuer = values["oidc-issuer"] as string | undefined;
+        const clientId = values["oidc-client-id"] as string | undefined;
+        if (!issuer || !clientId) {
+          throw new ConfigError("kubeconfig --oidc needs --oidc-issuer URL --oidc-client-id ID");
+        }
+        const flow = String(values["oidc-flow"]);
+        if (flow !== "browser" && flow !== "device") {
+          throw new ConfigError(`--oidc-flow '${flow}' must be browser or device`);
+        }
+        return console.log(
+          await oidcKubeconfig(dataDirOf(values["data-dir"]), {
+            issuer,
+            clientId,
+            caFile: values["oidc-ca-file"] as string | undefined,
+            groups: values.group as string[],
+            server: values.server as string | undefined,
+            cacheDir: String(values["cache-dir"] ?? defaultCacheDir(Deno.env)),
+            flow,
+          }),
+        );
+      }
+      if (!values.user) throw new ConfigError("kubeconfig needs --user NAME (or --oidc)");
       return console.log(
         await userKubeconfig(
           dataDirOf(values["data-dir"]),
           String(values.user),
           values.server as string | undefined,
+          values.ttl as string | undefined,
         ),
+      );
+    }
+    case "settings": {
+      const { values } = parseFlags(rest, {
+        "data-dir": { type: "string" },
+        "client-cert-ttl": { type: "string" },
+        "client-cert-max-ttl": { type: "string" },
+      });
+      const s = await setCertTtls(
+        dataDirOf(values["data-dir"]),
+        values["client-cert-ttl"] as string | undefined,
+        values["client-cert-max-ttl"] as string | undefined,
+      );
+      return console.log(
+        `public URL: ${s.publicUrl ?? "-"}\nclient certificate lifetime: ${
+          s.clientCertTtl ?? defaultClientCertTtl
+        } (maximum ${s.clientCertMaxTtl ?? defaultClientCertTtl})`,
       );
     }
     case undefined:

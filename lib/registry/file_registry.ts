@@ -5,7 +5,7 @@
  */
 
 import YAML from "yaml";
-import { ConfigError, isClusterName } from "../config/mod.ts";
+import { ConfigError, isClusterName, parseDuration } from "../config/mod.ts";
 import {
   type AccessRule,
   emptyRegistry,
@@ -36,12 +36,24 @@ export function validateRegistry(raw: unknown, where: string): RegistryData {
       fail("settings.publicUrl must be a ws:// or wss:// URL");
     }
   }
+  const ttls: Record<string, string> = {};
+  for (const key of ["clientCertTtl", "clientCertMaxTtl"] as const) {
+    const v = settings[key];
+    if (v === undefined) continue;
+    if (typeof v !== "string") fail(`settings.${key} must be a duration such as 8h`);
+    try {
+      parseDuration(v as string, `settings.${key}`);
+    } catch (e) {
+      fail((e as Error).message);
+    }
+    ttls[key] = v as string;
+  }
   const clusters = doc.clusters ?? [];
   if (!Array.isArray(clusters)) fail("clusters must be a list");
   const seen = new Set<string>();
   const out: RegistryData = {
     version: 1,
-    settings: settings.publicUrl ? { publicUrl: settings.publicUrl as string } : {},
+    settings: { ...(settings.publicUrl ? { publicUrl: settings.publicUrl as string } : {}), ...ttls },
     clusters: [],
     users: [],
     access: [],

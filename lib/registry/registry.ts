@@ -55,6 +55,10 @@ export interface AccessRule {
 export interface HubSettings {
   /** The tunnel URL agents are told to dial, e.g. `wss://hub.example.com:8443/tunnel`. */
   publicUrl?: string;
+  /** Lifetime of client certificates in kubeconfigs when `--ttl` is not given, e.g. `8h` (default 8h). */
+  clientCertTtl?: string;
+  /** The longest `--ttl` a kubeconfig may ask for, e.g. `24h` (default 8h). */
+  clientCertMaxTtl?: string;
 }
 
 /** A public hub port given to one port of a cluster's LoadBalancer Service. */

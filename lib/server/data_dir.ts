@@ -106,7 +106,7 @@ export async function loadServingCert(
     dnsNames: names.filter((n) => !ipish(n)),
     ipAddresses: [...new Set(["127.0.0.1", "::1", ...names.filter(ipish)])],
     usage: "server",
-    validDays: 825,
+    validMs: 825 * 86_400_000,
   });
   await writeSecret(p.serverKey, leaf.key);
   await writeSecret(p.serverCert, leaf.cert);

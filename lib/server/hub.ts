@@ -20,6 +20,8 @@ import { dataPaths, loadCa, loadHostKey, loadServingCert, openDataDir } from "./
 import { answer, type FrontDoor, refuseUpgrade, startFrontDoor } from "./front_door.ts";
 import { type ForwardListener, type ForwardRule, startForward } from "./tcp_forward.ts";
 import { kubeProxy } from "./kube_proxy.ts";
+import { UserAuthenticator } from "./user_auth.ts";
+import { type OidcIssuerConfig, OidcVerifier } from "./oidc_verifier.ts";
 import { type AuditLog, openAuditLog } from "./audit.ts";
 import { type LbConfig, LbManager } from "./lb_manager.ts";
 
@@ -52,6 +54,8 @@ export interface HubConfig {
   auditLog: string;
   /** Public LoadBalancer ports; undefined: LoadBalancer Services are not served. */
   lb?: LbConfig | undefined;
+  /** Trusted OpenID Connect issuers whose ID tokens are accepted as bearer tokens. */
+  oidc?: OidcIssuerConfig[];
   log: Logger;
 }
 
@@ -121,7 +125,12 @@ export async function startHub(config: HubConfig): Promise<Hub> {
   });
 
   const audit: AuditLog = await openAuditLog(config.auditLog);
-  const kube = kubeProxy({ sessions, registry: () => registry, audit, log });
+  const users = new UserAuthenticator({
+    clientCaPem: ca.cert,
+    ...(config.oidc?.length ? { oidc: new OidcVerifier(config.oidc, log) } : {}),
+    log,
+  });
+  const kube = kubeProxy({ sessions, registry: () => registry, users, audit, log });
   const wss = tunnelWebSocketServer();
   let closing = false;
   const frontDoor = await startFrontDoor({

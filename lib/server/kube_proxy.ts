@@ -26,7 +26,7 @@ import {
 } from "../proxy/mod.ts";
 import { type AgentConnection, eofFramed, eofFramedUpgrade, splice } from "../tunnel/mod.ts";
 import { type ClusterSessions, NoAgentError, UnsuitableAgentError } from "./cluster_sessions.ts";
-import { authenticate, type Identity, mayReach } from "./user_auth.ts";
+import { type Identity, mayReach, type UserAuthenticator } from "./user_auth.ts";
 import { ChannelReserve, discard, KeepAliveChannels, oneShotAgent } from "./channel_reserve.ts";
 import type { AuditLog } from "./audit.ts";
 
@@ -37,6 +37,7 @@ export const authModeHeader = "x-tower-auth-mode";
 export interface KubeProxyDeps {
   sessions: ClusterSessions;
   registry: () => RegistryData;
+  users: UserAuthenticator;
   audit: AuditLog;
   log: Logger;
 }
@@ -211,13 +212,16 @@ export function kubeProxy(deps: KubeProxyDeps): {
   };
 
   /** Who sent the request and whether they may reach the cluster; throws a Refusal otherwise. */
-  const authorize = (req: http.IncomingMessage, r: KubeRoute): { who: Identity; mode: AuthMode } => {
+  const authorize = async (
+    req: http.IncomingMessage,
+    r: KubeRoute,
+  ): Promise<{ who: Identity; mode: AuthMode }> => {
     const registry = deps.registry();
     const record: ClusterRecord | undefined = registry.clusters.find((c) => c.name === r.cluster);
     if (!record) throw new Refusal(404, `cluster '${r.cluster}' is not registered on this hub`);
     const mode: AuthMode = record.mode ?? "impersonate";
     // A passthrough cluster's Authorization header is the cluster's; Service paths never pass it on.
-    const auth = authenticate(req, registry, mode === "passthrough" && !r.service);
+    const auth = await deps.users.authenticate(req, registry, mode === "passthrough" && !r.service);
     if (!auth.ok) throw new Refusal(401, `Unauthorized: ${auth.reason}`);
     const who = auth.identity;
     if (!mayReach(who, r.cluster, registry)) {
@@ -305,7 +309,7 @@ export function kubeProxy(deps: KubeProxyDeps): {
 
   /** Everything up to the upstream connection: who, may they, and how to reach the target. */
   const admit = async (req: http.IncomingMessage, r: KubeRoute): Promise<Admitted> => {
-    const { who, mode } = authorize(req, r);
+    const { who, mode } = await authorize(req, r);
     const svc = r.service;
     const endpoint = svc ? serviceEndpointName(svc.namespace, svc.name, svc.port) : kubernetesEndpoint;
     const suits = svc ? undefined : agentAllows(mode);
@@ -414,7 +418,7 @@ export function kubeProxy(deps: KubeProxyDeps): {
       };
       if (!kr.service) {
         const keptAlive = async () => {
-          const { who, mode } = authorize(req, kr);
+          const { who, mode } = await authorize(req, kr);
           return { who, ...await proxyKeptAlive(req, res, kr, who, mode) };
         };
         keptAlive().then(({ who, outcome, agent }) => audit(req, kr, started, outcome, who, agent), refused);

@@ -17,18 +17,25 @@ export { type ForwardRule, parseForward } from "./tcp_forward.ts";
 export {
   addUser,
   allowAccess,
+  clientCertLifetime,
+  defaultClientCertTtl,
   hubServerUrl,
+  oidcKubeconfig,
+  type OidcKubeconfigOptions,
   readRegistry,
   removeUser,
+  setCertTtls,
   userKubeconfig,
 } from "./user_admin.ts";
 export {
-  authenticate,
+  type AuthResult,
   globMatch,
   type Identity,
   mayReach,
   reachableClusters,
   ruleSelects,
+  UserAuthenticator,
 } from "./user_auth.ts";
 export { identityHeaders, kubeProxy, parseClusterPath } from "./kube_proxy.ts";
 export { type LbConfig, LbManager } from "./lb_manager.ts";
+export { oidcConfigs, type OidcIssuerConfig, OidcVerifier } from "./oidc_verifier.ts";

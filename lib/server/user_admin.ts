@@ -6,7 +6,7 @@
 
 import { hostname } from "node:os";
 import YAML from "yaml";
-import { ConfigError } from "../config/mod.ts";
+import { ConfigError, parseDuration } from "../config/mod.ts";
 import {
   type AccessRule,
   extraProblem,
@@ -107,9 +107,68 @@ export function hubServerUrl(data: RegistryData, flag: string | undefined): stri
   return `https://${hostname()}:8443`;
 }
 
-/** A kubeconfig for `user` with a new client certificate and one context per reachable cluster. */
-export async function userKubeconfig(dataDir: string, user: string, serverFlag?: string): Promise<string> {
+/** Default lifetime and upper bound of kubeconfig client certificates when the hub settings name none. */
+export const defaultClientCertTtl = "8h";
+
+/** The lifetime (ms) of a new client certificate: `ttlFlag` or the hub default, refused above the hub maximum. */
+export function clientCertLifetime(data: RegistryData, ttlFlag: string | undefined): number {
+  const max = parseDuration(
+    data.settings.clientCertMaxTtl ?? defaultClientCertTtl,
+    "settings.clientCertMaxTtl",
+  );
+  const ttl = ttlFlag !== undefined ? parseDuration(ttlFlag, "--ttl") : Math.min(
+    max,
+    parseDuration(data.settings.clientCertTtl ?? defaultClientCertTtl, "settings.clientCertTtl"),
+  );
+  if (ttl > max) {
+    throw new ConfigError(
+      `--ttl ${ttlFlag} is longer than this hub allows (${
+        data.settings.clientCertMaxTtl ?? defaultClientCertTtl
+      }; ` +
+        "settings --client-cert-max-ttl changes it)",
+    );
+  }
+  return ttl;
+}
+
+/** Sets the hub's client certificate lifetimes; returns the settings after the change. */
+export async function setCertTtls(
+  dataDir: string,
+  ttl: string | undefined,
+  maxTtl: string | undefined,
+): Promise<RegistryData["settings"]> {
+  if (ttl !== undefined) parseDuration(ttl, "--client-cert-ttl");
+  if (maxTtl !== undefined) parseDuration(maxTtl, "--client-cert-max-ttl");
+  const registry = await openDataDir(dataDir);
+  return await registry.update((data) => {
+    if (ttl !== undefined) data.settings.clientCertTtl = ttl;
+    if (maxTtl !== undefined) data.settings.clientCertMaxTtl = maxTtl;
+    const s = data.settings;
+    if (
+      parseDuration(s.clientCertTtl ?? defaultClientCertTtl, "ttl") >
+        parseDuration(s.clientCertMaxTtl ?? defaultClientCertTtl, "max")
+    ) {
+      throw new ConfigError(
+        `client certificate lifetime ${s.clientCertTtl ?? defaultClientCertTtl} exceeds the maximum ` +
+          `${s.clientCertMaxTtl ?? defaultClientCertTtl}`,
+      );
+    }
+    return { ...data.settings };
+  });
+}
+
+/**
+ * A kubeconfig for `user` with a new client certificate (valid for `ttl`, or the hub default) and one
+ * context per reachable cluster.
+ */
+export async function userKubeconfig(
+  dataDir: string,
+  user: string,
+  serverFlag?: string,
+  ttl?: string,
+): Promise<string> {
   const data = await readRegistry(dataDir);
+  const validMs = clientCertLifetime(data, ttl);
   const record = data.users.find((u) => u.name === user);
   if (!record) throw new ConfigError(`user '${user}' does not exist (main_server.ts user add ${user})`);
   const clusters = reachableClusters({ user, groups: record.groups, via: "certificate" }, data);
@@ -123,7 +182,7 @@ export async function userKubeconfig(dataDir: string, user: string, serverFlag?:
     commonName: user,
     organizations: record.groups,
     usage: "client",
-    validDays: 365,
+    validMs,
   });
   const server = hubServerUrl(data, serverFlag);
   const b64 = (s: string) => btoa(s);
@@ -140,6 +199,84 @@ export async function userKubeconfig(dataDir: string, user: string, serverFlag?:
     users: [{
       name: userEntry,
       user: { "client-certificate-data": b64(cert.cert), "client-key-data": b64(cert.key) },
+    }],
+    contexts: clusters.map((c) => ({ name: c, context: { cluster: c, user: userEntry } })),
+  });
+}
+
+/** Settings of a kubeconfig whose user logs in through an OpenID Provider (`kubeconfig --oidc`). */
+export interface OidcKubeconfigOptions {
+  issuer: string;
+  clientId: string;
+  /** Path of the issuer's CA on the user's machine, passed to `login --ca-file`. */
+  caFile?: string | undefined;
+  /** Groups the user will have: contexts are written for the clusters they may reach (all when none). */
+  groups: string[];
+  server?: string | undefined;
+  /** Where `login` keeps tokens on the user's machine (its only write permission). */
+  cacheDir: string;
+  flow: "browser" | "device";
+  /** The deno executable and main_server.ts the plugin runs (default: this deno and this checkout). */
+  deno?: string;
+  mainScript?: string;
+}
+
+/**
+ * A kubeconfig whose user runs `main_server.ts login` as a kubectl exec credential plugin (with the
+ * `client` permission set and write access to the token cache only), one context per cluster that the
+ * given groups may reach.
+ */
+export async function oidcKubeconfig(dataDir: string, o: OidcKubeconfigOptions): Promise<string> {
+  const data = await readRegistry(dataDir);
+  const clusters = o.groups.length
+    ? reachableClusters({ user: "", groups: o.groups, via: "oidc" }, data)
+    : data.clusters.map((c) => c.name);
+  if (!clusters.length) {
+    throw new ConfigError(
+      o.groups.length
+        ? `groups ${o.groups.join(", ")} may reach no cluster (access allow --group G --clusters GLOB)`
+        : "the hub has no clusters yet",
+    );
+  }
+  const ca = await loadCa(dataDir);
+  const server = hubServerUrl(data, o.server);
+  const main = o.mainScript ?? new URL("../../main_server.ts", import.meta.url).pathname;
+  const config = new URL("../../deno.json", import.meta.url).pathname;
+  const userEntry = "tower-oidc";
+  return YAML.stringify({
+    apiVersion: "v1",
+    kind: "Config",
+    preferences: {},
+    "current-context": clusters[0],
+    clusters: clusters.map((c) => ({
+      name: c,
+      cluster: { server: `${server}/clusters/${c}`, "certificate-authority-data": btoa(ca.cert) },
+    })),
+    users: [{
+      name: userEntry,
+      user: {
+        exec: {
+          apiVersion: "client.authentication.k8s.io/v1",
+          command: o.deno ?? Deno.execPath(),
+          args: [
+            "run",
+            `--config=${config}`,
+            "-P=client",
+            `--allow-write=${o.cacheDir}`,
+            "--no-prompt",
+            main,
+            "login",
+            `--issuer=${o.issuer}`,
+            `--client-id=${o.clientId}`,
+            ...(o.caFile ? [`--ca-file=${o.caFile}`] : []),
+            `--cache-dir=${o.cacheDir}`,
+            `--flow=${o.flow}`,
+          ],
+          env: [{ name: "NO_COLOR", value: "1" }],
+          interactiveMode: "IfAvailable",
+          provideClusterInfo: false,
+        },
+      },
     }],
     contexts: clusters.map((c) => ({ name: c, context: { cluster: c, user: userEntry } })),
   });

@@ -31,6 +31,7 @@ GO_TOOLS=(
   "kwok           | kwok | sigs.k8s.io/kwok/cmd/kwok            | -s -w -X sigs.k8s.io/kwok/pkg/consts.Version=v$KWOK_VERSION"
   "kube-apiserver | k8s  | k8s.io/kubernetes/cmd/kube-apiserver | $k8s_ldflags"
   "kubectl        | k8s  | k8s.io/kubernetes/cmd/kubectl        | $k8s_ldflags"
+  "oidc-provider  | oidc-provider | . | -s -w"  # zitadel/oidc's example OP, wrapped (single sign-on tests)
 )
 
 cache_root=${XDG_CACHE_HOME:-$HOME/.cache}/tower
