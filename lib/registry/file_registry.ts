@@ -277,12 +277,16 @@ export class FileRegistry implements Registry {
     }
   }
 
-  watch(onChange: (data: RegistryData) => void, intervalMs = 500): () => void {
+  watch(onChange: (data: RegistryData) => void, intervalMs = 500): () => Promise<void> {
     let last = "";
     let busy = false;
-    const tick = async () => {
+    let inFlight: Promise<void> = Promise.resolve();
+    const tick = () => {
       if (busy) return;
       busy = true;
+      inFlight = check();
+    };
+    const check = async () => {
       try {
         const st = await Deno.stat(this.path).catch(() => undefined);
         const stamp = st ? `${st.mtime?.getTime()}:${st.size}:${st.ino}` : "absent";
@@ -298,9 +302,12 @@ export class FileRegistry implements Registry {
         busy = false;
       }
     };
-    void tick();
+    tick();
     const timer = setInterval(tick, intervalMs);
-    return () => clearInterval(timer);
+    return () => {
+      clearInterval(timer);
+      return inFlight;
+    };
   }
 
   /** Takes the writer lock (a file created exclusively); breaks a lock left by a crashed writer after 10 s. */

@@ -89,8 +89,11 @@ export interface Registry {
   read(): Promise<RegistryData>;
   /** Applies `change` to the current contents and stores the result atomically; returns what `change` returned. */
   update<T>(change: (data: RegistryData) => T): Promise<T>;
-  /** Calls `onChange` with fresh contents soon after starting and whenever a writer changes the registry; returns a stop function. */
-  watch(onChange: (data: RegistryData) => void, intervalMs?: number): () => void;
+  /**
+   * Calls `onChange` with fresh contents soon after starting and whenever a writer changes the registry.
+   * Returns a stop function; what it returns settles once no read of the registry is in flight any more.
+   */
+  watch(onChange: (data: RegistryData) => void, intervalMs?: number): () => Promise<void>;
 }
 
 /** An empty registry. */

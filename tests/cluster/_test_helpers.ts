@@ -47,21 +47,6 @@ export class StreamText {
   }
 }
 
-/** Rejects if `p` does not settle within `ms`; the timer never outlives the call. */
-export async function within<T>(ms: number, what: string, p: Promise<T>): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    return await Promise.race([
-      p,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`${what}: no result within ${ms} ms`)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
 /** What of a cluster's namespace, veth, processes and dir still exists. */
 export interface Leftovers {
   netns: boolean;

@@ -5,7 +5,8 @@
 
 import assert from "node:assert/strict";
 import { AGENT_NAMESPACE, startClusters, type TestCluster } from "./cluster.ts";
-import { leftovers, netnsPids, StreamText, within } from "./_test_helpers.ts";
+import { leftovers, netnsPids, StreamText } from "./_test_helpers.ts";
+import { within } from "../helpers/wait.ts";
 
 const DEPLOYMENT_FILE = new URL("../../deploy/agent/deployment.yaml", import.meta.url).pathname;
 

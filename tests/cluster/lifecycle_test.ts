@@ -5,7 +5,8 @@
 
 import assert from "node:assert/strict";
 import { startClusters } from "./cluster.ts";
-import { leftovers, netnsPids, StreamText, within } from "./_test_helpers.ts";
+import { leftovers, netnsPids, StreamText } from "./_test_helpers.ts";
+import { within } from "../helpers/wait.ts";
 
 const CLI = new URL("./cli.ts", import.meta.url).pathname;
 

@@ -6,6 +6,7 @@
 
 import assert from "node:assert/strict";
 import type { HubProcess } from "../helpers/tower_procs.ts";
+import { eventually } from "../helpers/wait.ts";
 
 /** Text of a stream as it arrives, with waits on its content. */
 export class StreamText {
@@ -115,19 +116,6 @@ export interface AuditRecord {
 /** The hub's audit lines (its stdout), from line `from` on. */
 export function auditSince(hub: HubProcess, from = 0): AuditRecord[] {
   return hub.stdout.slice(from).filter((l) => l.startsWith("{")).map((l) => JSON.parse(l) as AuditRecord);
-}
-
-/** Polls `check` until it returns without throwing, for at most `ms`. */
-export async function eventually<T>(ms: number, check: () => T | Promise<T>): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    try {
-      return await check();
-    } catch (e) {
-      if (Date.now() > deadline) throw e;
-      await new Promise((r) => setTimeout(r, 200));
-    }
-  }
 }
 
 /** A streaming transport kubectl can take for exec/attach/cp/port-forward. */

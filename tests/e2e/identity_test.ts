@@ -12,7 +12,8 @@ import assert from "node:assert/strict";
 import https from "node:https";
 import { join } from "node:path";
 import YAML from "yaml";
-import { auditLines, eventually, startTowerEnv, type TowerEnv } from "./tower_env.ts";
+import { auditLines, startTowerEnv, type TowerEnv } from "./tower_env.ts";
+import { eventually } from "../helpers/wait.ts";
 import {
   parseIssued,
   scratchDir,

@@ -18,13 +18,13 @@ import { startTowerEnv } from "./tower_env.ts";
 import {
   assertStreamPath,
   auditSince,
-  eventually,
   randomBytes,
   running,
   sha256Hex,
   shellQuote,
   streamPaths,
 } from "./_kubectl_helpers.ts";
+import { eventually } from "../helpers/wait.ts";
 
 const clusterName = "verbs";
 const pod = "p1";

@@ -8,12 +8,12 @@
 
 import assert from "node:assert/strict";
 import dgram from "node:dgram";
-import net from "node:net";
 import { createHash } from "node:crypto";
-import { type Backend, eventually, spawnListening, startTowerEnv, type TowerEnv } from "./tower_env.ts";
+import { type Backend, spawnListening, startTowerEnv, type TowerEnv } from "./tower_env.ts";
+import { eventually } from "../helpers/wait.ts";
 import type { TestCluster } from "../cluster/cluster.ts";
 import { type HubProcess, startHub } from "../helpers/tower_procs.ts";
-import { patternChunk } from "../helpers/net_servers.ts";
+import { connect, patternChunk } from "../helpers/net_servers.ts";
 
 const clusterName = "lbc";
 const ns = "lb";
@@ -127,18 +127,6 @@ async function publicPorts(cluster: TestCluster, name: string, n: number): Promi
     );
     assert.equal(ports.length, n, `${name}: ${JSON.stringify(s.status)}`);
     return ports;
-  });
-}
-
-/** Connects to 127.0.0.1:port from the root namespace. */
-function connect(port: number): Promise<net.Socket> {
-  return new Promise((resolve, reject) => {
-    const s = net.connect({ host: "127.0.0.1", port, allowHalfOpen: true });
-    s.once("connect", () => {
-      s.off("error", reject);
-      resolve(s);
-    });
-    s.once("error", reject);
   });
 }
 

@@ -8,7 +8,8 @@ import assert from "node:assert/strict";
 import https from "node:https";
 import YAML from "yaml";
 import * as k8s from "@kubernetes/client-node";
-import { auditLines, eventually, startTowerEnv, type TowerEnv } from "./tower_env.ts";
+import { auditLines, startTowerEnv, type TowerEnv } from "./tower_env.ts";
+import { eventually } from "../helpers/wait.ts";
 import type { TowerProcess } from "../helpers/tower_procs.ts";
 
 const clusters = ["east", "west"] as const;

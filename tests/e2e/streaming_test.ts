@@ -7,7 +7,8 @@ import assert from "node:assert/strict";
 import https from "node:https";
 import { Buffer } from "node:buffer";
 import YAML from "yaml";
-import { eventually, startTowerEnv } from "./tower_env.ts";
+import { startTowerEnv } from "./tower_env.ts";
+import { eventually } from "../helpers/wait.ts";
 
 interface Kubeconfig {
   clusters: { cluster: Record<string, string> }[];

@@ -244,19 +244,6 @@ export async function startTowerEnv(opts: TowerEnvOptions): Promise<TowerEnv> {
   }
 }
 
-/** Polls `check` until it returns without throwing, for at most `ms`; returns what it returned. */
-export async function eventually<T>(ms: number, check: () => T | Promise<T>): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    try {
-      return await check();
-    } catch (e) {
-      if (Date.now() > deadline) throw e;
-      await new Promise((r) => setTimeout(r, 200));
-    }
-  }
-}
-
 /** The hub's audit lines so far (it writes them to stdout). */
 export function auditLines(env: TowerEnv): Record<string, unknown>[] {
   return env.hub.stdout.filter((l) => l.startsWith("{")).map((l) => JSON.parse(l)).filter((l) =>

@@ -15,7 +15,8 @@ export interface TestServer {
   close(): Promise<void>;
 }
 
-function listen(handler: (s: net.Socket) => void): Promise<TestServer> {
+/** A server on a free 127.0.0.1 port that hands each connection (half-open allowed) to `handler`. */
+export function listen(handler: (s: net.Socket) => void): Promise<TestServer> {
   const sockets = new Set<net.Socket>();
   const server = net.createServer({ allowHalfOpen: true }, (s) => {
     sockets.add(s);

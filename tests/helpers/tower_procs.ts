@@ -16,6 +16,16 @@ export async function scratchDir(prefix: string): Promise<string> {
   return await Deno.makeTempDir({ dir: "/tmp/tower", prefix: `${prefix}-` });
 }
 
+/** Runs `fn` with a fresh scratch dir (see {@link scratchDir}) and removes the dir afterwards. */
+export async function withScratchDir(prefix: string, fn: (dir: string) => Promise<void>): Promise<void> {
+  const dir = await scratchDir(prefix);
+  try {
+    await fn(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
 /** A JSON log line. */
 export type LogLine = Record<string, unknown> & { msg: string };
 
@@ -101,6 +111,11 @@ export class TowerProcess {
   /** Waits for a line with `msg` (from line `from` on). */
   waitForMsg(msg: string, timeoutMs = 20_000, from = 0): Promise<LogLine> {
     return this.waitFor((l) => l.msg === msg, msg, timeoutMs, from);
+  }
+
+  /** Waits until `n` lines with `msg` have been logged. */
+  async waitForCount(msg: string, n: number, timeoutMs = 20_000): Promise<void> {
+    await this.waitFor((l) => l.msg === msg && this.count(msg) >= n, `${n} '${msg}' lines`, timeoutMs);
   }
 
   /** Lines with `msg`. */

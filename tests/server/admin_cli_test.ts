@@ -12,11 +12,11 @@ import {
   addCluster,
   type HubProcess,
   parseIssued,
-  scratchDir,
   serverCommand,
   startAgent,
   startHub,
   type TowerProcess,
+  withScratchDir,
 } from "../helpers/tower_procs.ts";
 import { Buffer } from "node:buffer";
 import { echoServer, freePort, patternChunk, roundTrip, type TestServer } from "../helpers/net_servers.ts";
@@ -85,22 +85,13 @@ async function listUntil(
   throw new Error(`cluster list never showed ${what} within ${timeoutMs} ms; last output:\n${last}`);
 }
 
-async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await scratchDir("admin");
-  try {
-    await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
-
 /** A hub, an echo server and the agents a test starts; all stopped at the end whatever happens. */
 async function withHub(
   fn: (env: { dir: string; hub: HubProcess; echo: TestServer; agents: TowerProcess[] }) => Promise<void>,
   before: (dir: string) => Promise<void>,
   hubArgs: string[] = [],
 ): Promise<void> {
-  await withDir(async (dir) => {
+  await withScratchDir("admin", async (dir) => {
     await before(dir);
     const echo = await echoServer();
     const agents: TowerProcess[] = [];
@@ -117,7 +108,7 @@ async function withHub(
 }
 
 Deno.test("cluster add prints the token, an agent command and a complete manifest; the registry keeps only the hash", async () => {
-  await withDir(async (dir) => {
+  await withScratchDir("admin", async (dir) => {
     const r = await cluster(dir, "add", "prod");
     assert.equal(r.code, 0, r.stderr);
     const { token, fingerprint, caFile } = parseIssued(r.stdout);
@@ -180,7 +171,7 @@ Deno.test("cluster add prints the token, an agent command and a complete manifes
 });
 
 Deno.test("cluster add --hub-url ws:// is remembered and needs no CA file", async () => {
-  await withDir(async (dir) => {
+  await withScratchDir("admin", async (dir) => {
     const r = await cluster(dir, "add", "edge", "--hub-url", "ws://hub.internal:8080/tunnel");
     assert.equal(r.code, 0, r.stderr);
     const command = r.stdout.split("\n").find((l) => l.includes("main_agent.ts"))!;
@@ -197,7 +188,7 @@ Deno.test("cluster add --hub-url ws:// is remembered and needs no CA file", asyn
 });
 
 Deno.test("cluster add refuses names that are not DNS labels, with exit code 2", async () => {
-  await withDir(async (dir) => {
+  await withScratchDir("admin", async (dir) => {
     for (const args of [["A_B"], ["a.b"], ["--", "-x"], ["x".repeat(64)]]) {
       const r = await cluster(dir, "add", ...args);
       assert.equal(r.code, 2, `${args}: ${r.stdout}${r.stderr}`);
@@ -217,7 +208,7 @@ Deno.test("cluster add refuses names that are not DNS labels, with exit code 2",
 });
 
 Deno.test("cluster add of an existing name, and remove or rotate-token of an unknown one, are refused", async () => {
-  await withDir(async (dir) => {
+  await withScratchDir("admin", async (dir) => {
     const first = await addCluster(dir, "prod");
     const dup = await cluster(dir, "add", "prod");
     assert.equal(dup.code, 2);
@@ -253,7 +244,7 @@ Deno.test("cluster add of an existing name, and remove or rotate-token of an unk
 });
 
 Deno.test("cluster rotate-token issues a new token and replaces the stored hash", async () => {
-  await withDir(async (dir) => {
+  await withScratchDir("admin", async (dir) => {
     const first = await addCluster(dir, "prod");
     const r = await cluster(dir, "rotate-token", "prod");
     assert.equal(r.code, 0, r.stderr);
@@ -270,7 +261,7 @@ Deno.test("cluster rotate-token issues a new token and replaces the stored hash"
 });
 
 Deno.test("cluster list without a running hub lists clusters and says so", async () => {
-  await withDir(async (dir) => {
+  await withScratchDir("admin", async (dir) => {
     await addCluster(dir, "alpha");
     await addCluster(dir, "beta");
     const r = await cluster(dir, "list");
@@ -284,7 +275,7 @@ Deno.test("cluster list without a running hub lists clusters and says so", async
 });
 
 Deno.test("fingerprint is an OpenSSH SHA256 fingerprint, stable across runs and the one add prints", async () => {
-  await withDir(async (dir) => {
+  await withScratchDir("admin", async (dir) => {
     const a = await serverCommand(["fingerprint", "--data-dir", dir]);
     const b = await serverCommand(["fingerprint", "--data-dir", dir]);
     assert.equal(a.code, 0, a.stderr);
@@ -300,7 +291,7 @@ Deno.test("fingerprint is an OpenSSH SHA256 fingerprint, stable across runs and 
 /** What `fingerprint` prints for a new, empty data dir. */
 async function fingerprintOfFreshDataDir(): Promise<string> {
   let out = "";
-  await withDir(async (dir) => {
+  await withScratchDir("admin", async (dir) => {
     out = (await serverCommand(["fingerprint", "--data-dir", dir])).stdout;
   });
   return out;

@@ -6,7 +6,6 @@
  */
 
 import assert from "node:assert/strict";
-import net from "node:net";
 import { join } from "node:path";
 import {
   addCluster,
@@ -17,7 +16,7 @@ import {
   startHub,
   type TowerProcess,
 } from "../helpers/tower_procs.ts";
-import { echoServer, patternChunk, roundTrip, type TestServer } from "../helpers/net_servers.ts";
+import { echoServer, freePort, patternChunk, roundTrip, type TestServer } from "../helpers/net_servers.ts";
 
 /** Path of the tinyproxy binary, or a failure that says how to get it (never a skip). */
 async function tinyproxyPath(): Promise<string> {
@@ -27,18 +26,6 @@ async function tinyproxyPath(): Promise<string> {
   throw new Error(
     "tinyproxy is not installed; these tests need a real HTTP CONNECT proxy: apt-get install tinyproxy",
   );
-}
-
-/** A port that was free a moment ago (bound to 0, then released), for flags that cannot report theirs. */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const port = (server.address() as net.AddressInfo).port;
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 /** A running tinyproxy in the foreground, with its log lines. */

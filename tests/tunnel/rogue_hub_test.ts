@@ -61,9 +61,8 @@ Deno.test("an agent refuses channels to anything it did not publish, and dials n
   });
   try {
     const session = await connected;
-    for (let i = 0; i < 100 && !session.endpoints.has("web"); i++) {
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    // The agent says it is connected once the hub has accepted all it publishes.
+    await agent.waitForMsg("connected to hub");
     assert.deepEqual([...session.endpoints], ["web"]);
 
     // Pretend the agent published more, as a hub that skips its own check would.
@@ -72,9 +71,7 @@ Deno.test("an agent refuses channels to anything it did not publish, and dials n
     for (const name of asked) {
       await assert.rejects(session.openChannel(name), /refused a channel/, name);
     }
-    for (let i = 0; i < 100 && agent.count("channel refused") < asked.length; i++) {
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    await agent.waitForCount("channel refused", asked.length);
     assert.equal(agent.count("channel refused"), asked.length, agent.dump());
     assert.equal(dialed, 0, "nothing was dialed for a name the agent did not publish");
 

@@ -31,6 +31,7 @@ import {
   stallServer,
   type TestServer,
 } from "../helpers/net_servers.ts";
+import { waitForHubStatus } from "../helpers/hub_status.ts";
 
 const MiB = 1 << 20;
 
@@ -214,15 +215,21 @@ Deno.test("refused agents get clear errors and the hub keeps serving others", as
     const text = pinned.dump();
     assert.ok(text.includes(otherFp) && text.includes(t.cluster.fingerprint), text);
 
-    // Refused agents keep retrying (with backoff) instead of exiting.
-    await wrong.waitFor(
+    // Refused agents keep retrying (with backoff) instead of exiting: after the second refusal the agent
+    // schedules another attempt (or makes it at once, when the jittered delay is 0) and is refused again.
+    let exited = false;
+    void wrong.exited.then(() => (exited = true));
+    const second = await wrong.waitFor(
       (l) => l.msg === "hub refused this agent" && l.refusalsInARow === 2,
       "second refusal",
     );
-    assert.equal(
-      await Promise.race([wrong.exited, new Promise((r) => setTimeout(() => r("running"), 100))]),
-      "running",
+    await wrong.waitFor(
+      (l) => l.msg === "reconnecting" || Number(l.refusalsInARow) === 3,
+      "a retry after the second refusal",
+      20_000,
+      wrong.lines.indexOf(second) + 1,
     );
+    assert.ok(!exited, `the refused agent exited:\n${wrong.dump()}`);
 
     const data = patternChunk(9, 100_000);
     assert.equal(Buffer.compare(await roundTrip(t.forward.echo!, data), data), 0);
@@ -317,12 +324,14 @@ Deno.test("a frozen agent is dropped within 3 keepalives and a killed one at onc
       return Buffer.compare(await roundTrip(t.forward.echo!, data), data) === 0;
     }));
     assert.deepEqual(results, Array(20).fill(true));
-    // `cluster list` reads the status the hub rewrites within a second of a change.
-    let listed = "";
-    for (let i = 0; i < 10 && !/^alpha\s+1\s/m.test(listed); i++) {
-      if (i) await new Promise((r) => setTimeout(r, 500));
-      listed = (await serverCommand(["cluster", "list", "--data-dir", t.dataDir])).stdout;
-    }
+    // `cluster list` reads the status file the hub rewrites within 250 ms of a change: once it shows one
+    // agent of alpha, so does the command.
+    await waitForHubStatus(
+      t.dataDir,
+      "one agent of alpha",
+      (s) => s.clusters.alpha?.length === 1 || undefined,
+    );
+    const listed = (await serverCommand(["cluster", "list", "--data-dir", t.dataDir])).stdout;
     assert.match(listed, /^alpha\s+1\s/m);
   } finally {
     t.agent.signal("SIGCONT");

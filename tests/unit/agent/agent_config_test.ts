@@ -4,7 +4,8 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { loadAgentConfig } from "../../../lib/agent/mod.ts";
 import { ConfigError } from "../../../lib/config/mod.ts";
-import { scratchDir } from "../../helpers/tower_procs.ts";
+import { withScratchDir } from "../../helpers/tower_procs.ts";
+import { expectConfigRejection, type MessagePart } from "../../helpers/config_error.ts";
 
 const fp = "SHA256:" + "abcdefghijklmnopqrstuvwxyzABCDEFGHIJK0123+/";
 const token = "tower_" + "t".repeat(43);
@@ -28,26 +29,9 @@ function flags(over: Record<string, string | string[] | null> = {}): string[] {
   );
 }
 
-async function refused(args: string[], env: Record<string, string>, ...parts: (string | RegExp)[]) {
-  await assert.rejects(loadAgentConfig(args, envOf(env)), (e: unknown) => {
-    assert.ok(e instanceof ConfigError, `expected a ConfigError, got ${e}`);
-    for (const p of parts) {
-      if (typeof p === "string") assert.ok(e.message.includes(p), `'${e.message}' lacks '${p}'`);
-      else assert.match(e.message, p);
-    }
-    return true;
-  });
+function refused(args: string[], env: Record<string, string>, ...parts: MessagePart[]): Promise<void> {
+  return expectConfigRejection(loadAgentConfig(args, envOf(env)), ...parts);
 }
-
-async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await scratchDir("agent-config");
-  try {
-    await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
-
 const pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
 
 Deno.test("loadAgentConfig: a complete set of flags gives a typed config with defaults", async () => {
@@ -172,7 +156,7 @@ Deno.test("loadAgentConfig: a bad fingerprint or cluster name is refused with th
 
 Deno.test("loadAgentConfig: wss needs --ca-file, which must exist and hold a PEM certificate", async () => {
   await refused(flags({ hub: "wss://hub:8443/tunnel" }), {}, "--ca-file is required for wss://");
-  await withDir(async (dir) => {
+  await withScratchDir("agent-config", async (dir) => {
     const missing = join(dir, "nope.crt");
     await refused(flags({ hub: "wss://hub:8443/tunnel", "ca-file": missing }), {}, `--ca-file ${missing}`);
     const notPem = join(dir, "not.crt");
@@ -193,7 +177,7 @@ Deno.test("loadAgentConfig: wss needs --ca-file, which must exist and hold a PEM
 });
 
 Deno.test("loadAgentConfig: the token comes from a file (trimmed), and only from one place", async () => {
-  await withDir(async (dir) => {
+  await withScratchDir("agent-config", async (dir) => {
     const file = join(dir, "token");
     await Deno.writeTextFile(file, `  ${token}\n`);
     const cfg = await loadAgentConfig(flags({ token: null, "token-file": file }), envOf({}));

@@ -4,7 +4,6 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { Buffer } from "node:buffer";
 import YAML from "yaml";
-import { ConfigError } from "../../../lib/config/mod.ts";
 import {
   emptyRegistry,
   FileRegistry,
@@ -15,29 +14,10 @@ import {
   tokenMatches,
   validateRegistry,
 } from "../../../lib/registry/mod.ts";
-import { scratchDir } from "../../helpers/tower_procs.ts";
+import { withScratchDir } from "../../helpers/tower_procs.ts";
+import { expectConfigError, expectConfigRejection } from "../../helpers/config_error.ts";
 
 const goodHash = hashToken("tower_example");
-
-function expectConfigError(fn: () => unknown, ...parts: (string | RegExp)[]): void {
-  assert.throws(fn, (e: unknown) => {
-    assert.ok(e instanceof ConfigError, `expected a ConfigError, got ${e}`);
-    for (const p of parts) {
-      if (typeof p === "string") assert.ok(e.message.includes(p), `'${e.message}' lacks '${p}'`);
-      else assert.match(e.message, p);
-    }
-    return true;
-  });
-}
-
-async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await scratchDir("registry");
-  try {
-    await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
 
 Deno.test("newToken carries at least 256 random bits and never repeats", () => {
   const seen = new Set<string>();
@@ -71,7 +51,7 @@ Deno.test("hashToken is a stable sha256 that tokenMatches checks", () => {
 });
 
 Deno.test("FileRegistry: an absent file reads as empty, and updates round-trip", async () => {
-  await withDir(async (dir) => {
+  await withScratchDir("registry", async (dir) => {
     const reg = new FileRegistry(join(dir, "registry.yaml"));
     assert.deepEqual(await reg.read(), emptyRegistry());
     const ret = await reg.update((d) => {
@@ -107,14 +87,14 @@ Deno.test("FileRegistry: an absent file reads as empty, and updates round-trip",
 });
 
 Deno.test("FileRegistry.update writes atomically: no temp or lock files remain, even after a refused change", async () => {
-  await withDir(async (dir) => {
+  await withScratchDir("registry", async (dir) => {
     const reg = new FileRegistry(join(dir, "registry.yaml"));
     for (let i = 0; i < 5; i++) {
       await reg.update((d) => void d.clusters.push({ name: `c${i}`, tokenHash: goodHash, createdAt: "x" }));
     }
-    await assert.rejects(
+    await expectConfigRejection(
       reg.update((d) => void d.clusters.push({ name: "c0", tokenHash: goodHash, createdAt: "x" })),
-      (e: unknown) => e instanceof ConfigError && e.message.includes("appears twice"),
+      "appears twice",
     );
     await assert.rejects(
       reg.update(() => {
@@ -183,26 +163,18 @@ Deno.test("validateRegistry names what is wrong and where", () => {
 });
 
 Deno.test("FileRegistry.read: invalid YAML and invalid content are ConfigErrors naming the file", async () => {
-  await withDir(async (dir) => {
+  await withScratchDir("registry", async (dir) => {
     const path = join(dir, "registry.yaml");
     const reg = new FileRegistry(path);
     await Deno.writeTextFile(path, "clusters: [\n  - name: a\n  bad: : :\n");
-    await assert.rejects(reg.read(), (e: unknown) => {
-      assert.ok(e instanceof ConfigError, String(e));
-      assert.ok(e.message.startsWith(`${path}: not valid YAML`), e.message);
-      return true;
-    });
+    await expectConfigRejection(reg.read(), `${path}: not valid YAML`);
     await Deno.writeTextFile(path, YAML.stringify({ clusters: [{ name: "A_B", tokenHash: goodHash }] }));
-    await assert.rejects(reg.read(), (e: unknown) => {
-      assert.ok(e instanceof ConfigError);
-      assert.ok(e.message.startsWith(`${path}: `) && e.message.includes("DNS label"), e.message);
-      return true;
-    });
+    await expectConfigRejection(reg.read(), `${path}: `, "DNS label");
   });
 });
 
 Deno.test("FileRegistry.update: concurrent writers all land (the lock serializes them)", async () => {
-  await withDir(async (dir) => {
+  await withScratchDir("registry", async (dir) => {
     const path = join(dir, "registry.yaml");
     // Separate instances, as separate admin processes would be: only the lock file joins them.
     const writers = Array.from({ length: 12 }, (_, i) =>
@@ -223,7 +195,7 @@ Deno.test("FileRegistry.update: concurrent writers all land (the lock serializes
 });
 
 Deno.test("FileRegistry.watch reports the current contents, then a change made by another writer", async () => {
-  await withDir(async (dir) => {
+  await withScratchDir("registry", async (dir) => {
     const path = join(dir, "registry.yaml");
     await new FileRegistry(path).update((d) =>
       void d.clusters.push({ name: "a", tokenHash: goodHash, createdAt: "x" })
@@ -258,9 +230,7 @@ Deno.test("FileRegistry.watch reports the current contents, then a change made b
       await until(() => seen.some((d) => d.clusters.some((c) => c.name === "b")), "report of 'b'");
       assert.deepEqual(seen.at(-1)!.clusters.map((c) => c.name), ["a", "b"]);
     } finally {
-      stop();
-      // Let an in-flight tick finish its read so no file op outlives the test.
-      await new Promise((r) => setTimeout(r, 100));
+      await stop(); // settles once an in-flight read has finished, so no file op outlives the test
     }
   });
 });

@@ -5,38 +5,12 @@ import net from "node:net";
 import { Buffer } from "node:buffer";
 import { createHash } from "node:crypto";
 import { splice, type SpliceStats } from "../../../lib/tunnel/splice.ts";
-import { connect, hashServer, type TestServer } from "../../helpers/net_servers.ts";
-
-/** `p`, or a rejection naming `what` after `ms`. */
-function within<T>(p: Promise<T>, what: string, ms = 3000): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms);
-  });
-  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
-}
+import { connect, hashServer, listen, type TestServer } from "../../helpers/net_servers.ts";
+import { within } from "../../helpers/wait.ts";
 
 /** A listener that splices each connection to a fresh connection to `targetPort`. */
 function spliceFront(targetPort: number, onDone: (s: SpliceStats) => void): Promise<TestServer> {
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer({ allowHalfOpen: true }, async (s) => {
-    sockets.add(s);
-    s.on("close", () => sockets.delete(s));
-    const upstream = await connect(targetPort);
-    splice(s, upstream, onDone);
-  });
-  return new Promise((resolve) => {
-    server.listen(0, "127.0.0.1", () =>
-      resolve({
-        port: (server.address() as net.AddressInfo).port,
-        sockets,
-        close: () =>
-          new Promise((r) => {
-            for (const s of sockets) s.destroy();
-            server.close(() => r());
-          }),
-      }));
-  });
+  return listen(async (s) => splice(s, await connect(targetPort), onDone));
 }
 
 function statsPromise(): { onDone: (s: SpliceStats) => void; stats: Promise<SpliceStats> } {
@@ -65,7 +39,7 @@ Deno.test("splice: the client ends its sending side and still receives the reply
       client.once("error", reject);
     });
     client.end(payload);
-    await within(ended, "reply");
+    await within(3000, "reply", ended);
     client.destroy();
     const reply = Buffer.concat(received).toString();
     const hex = createHash("sha256").update(payload).digest("hex");
@@ -102,17 +76,18 @@ Deno.test("splice: the server ends first and still receives what the client send
     const client = await connect(front.port);
     const parts: Uint8Array[] = [];
     await within(
+      3000,
+      "greeting",
       new Promise<void>((resolve, reject) => {
         client.on("data", (c: Uint8Array) => parts.push(c));
         client.once("end", resolve);
         client.once("error", reject);
       }),
-      "greeting",
     );
     assert.equal(Buffer.concat(parts).toString(), "greeting\n");
     // The client got EOF but its own sending side is still open.
     client.end("late words after the greeting");
-    assert.equal(await within(heard, "late words"), "late words after the greeting");
+    assert.equal(await within(3000, "late words", heard), "late words after the greeting");
     const s = await stats;
     assert.equal(s.aToB, "late words after the greeting".length);
     assert.equal(s.bToA, "greeting\n".length);
