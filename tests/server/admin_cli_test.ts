@@ -18,6 +18,7 @@ import {
   type TowerProcess,
   withScratchDir,
 } from "../helpers/tower_procs.ts";
+import { waitForHubStatus } from "../helpers/hub_status.ts";
 import { Buffer } from "node:buffer";
 import { echoServer, freePort, patternChunk, roundTrip, type TestServer } from "../helpers/net_servers.ts";
 
@@ -67,22 +68,13 @@ function agentsColumn(stdout: string): Map<string, number> {
   return new Map(rows.map((l) => l.split(/\s+/)).map((cells) => [cells[0]!, Number(cells[1])]));
 }
 
-/** Runs `cluster list` until `pred` holds for its output, within `timeoutMs`. */
-async function listUntil(
-  dataDir: string,
-  pred: (stdout: string) => boolean,
-  what: string,
-  timeoutMs = 10_000,
-) {
-  const deadline = Date.now() + timeoutMs;
-  let last = "";
-  while (Date.now() < deadline) {
-    const r = await cluster(dataDir, "list");
-    assert.equal(r.code, 0, r.stderr);
-    last = r.stdout;
-    if (pred(last)) return last;
-  }
-  throw new Error(`cluster list never showed ${what} within ${timeoutMs} ms; last output:\n${last}`);
+/** Waits for the hub's status file to show one agent of `name`, then runs `cluster list` once; its output. */
+async function listWithOneAgent(dataDir: string, name: string): Promise<string> {
+  await waitForHubStatus(dataDir, `one agent of ${name}`, (s) => s.clusters[name]?.length === 1 || undefined);
+  const r = await cluster(dataDir, "list");
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(agentsColumn(r.stdout).get(name), 1, r.stdout);
+  return r.stdout;
 }
 
 /** A hub, an echo server and the agents a test starts; all stopped at the end whatever happens. */
@@ -301,7 +293,7 @@ Deno.test("cluster list against a running hub shows the connected agent", async 
   let added = { token: "", fingerprint: "", caFile: "" };
   await withHub(async ({ dir, hub, echo, agents }) => {
     await connectedAgent(hub, echo, agents, "prod", added);
-    const out = await listUntil(dir, (s) => agentsColumn(s).get("prod") === 1, "AGENTS 1 for prod");
+    const out = await listWithOneAgent(dir, "prod");
     assert.equal(agentsColumn(out).get("idle"), 0);
     assert.ok(!out.includes("the hub is not running"), out);
     const prodRow = out.split("\n").find((l) => l.startsWith("prod"))!;
@@ -410,7 +402,7 @@ Deno.test("cluster rotate-token on a running hub drops and refuses the old token
     assert.equal(refusal.reason, "wrong token");
 
     const fresh = await connectedAgent(hub, echo, agents, "prod", { ...added, token: newToken }, "new-agent");
-    await listUntil(dir, (s) => agentsColumn(s).get("prod") === 1, "AGENTS 1 for prod");
+    await listWithOneAgent(dir, "prod");
     for (const p of [hub, old, fresh]) {
       assert.ok(!p.dump().includes(newToken) && !p.dump().includes(added.token), `token in ${p.name}'s log`);
     }
