@@ -51,6 +51,7 @@ import {
   startHub,
   userKubeconfig,
 } from "./lib/server/mod.ts";
+import { isPeerAddress } from "./lib/registry/mod.ts";
 import {
   credentialsFromKubeconfig,
   parseServiceRef,
@@ -105,6 +106,9 @@ serve flags:
   --lb-udp-idle DURATION   idle UDP flows are closed after this (default 60s)
   --drain-timeout DURATION  on SIGTERM, serve in-flight requests this long at most before stopping
                        (default 30s); SIGINT or a second SIGTERM stops at once
+  --peer-listen HOST:PORT   the peer link (mutual TLS with the peer CA) other replicas dial; needed for
+                       several replicas, off by default
+  --peer-advertise HOST:PORT   the address peers dial (default: the --peer-listen address)
   --replica-id NAME    this replica's identity, a DNS label (default: host name and a random suffix)
   --log-level LEVEL    debug, info, warn, error (default info)
   --oidc-issuer URL    accept ID tokens from this OpenID Connect issuer (https; repeatable for several)
@@ -183,6 +187,8 @@ async function serve(args: string[]): Promise<void> {
     "log-level": { type: "string", default: "info" },
     "replica-id": { type: "string" },
     "drain-timeout": { type: "string", default: "30s" },
+    "peer-listen": { type: "string" },
+    "peer-advertise": { type: "string" },
     "oidc-issuer": { type: "string", multiple: true, default: [] },
     "oidc-client-id": { type: "string", multiple: true, default: [] },
     "oidc-ca-file": { type: "string", multiple: true, default: [] },
@@ -217,11 +223,19 @@ async function serve(args: string[]): Promise<void> {
   const drainTimeoutMs = parseDuration(String(values["drain-timeout"]), "--drain-timeout");
   const replicaId = String(values["replica-id"] ?? newReplicaId(hostname()));
   if (!isReplicaId(replicaId)) throw new ConfigError(`--replica-id '${replicaId}' is not a DNS label`);
+  const peerListen = values["peer-listen"] === undefined
+    ? undefined
+    : parseHostPort(String(values["peer-listen"]), "--peer-listen");
+  const advertise = values["peer-advertise"] as string | undefined;
+  if (advertise !== undefined && (!peerListen || !isPeerAddress(advertise))) {
+    throw new ConfigError(`--peer-advertise '${advertise}' must be HOST:PORT, with --peer-listen`);
+  }
   const log = logger({ component: "hub", replica: replicaId });
   const hub = await startHub({
     oidc,
     dataDir: dataDirOf(values["data-dir"]),
     replicaId,
+    peer: peerListen && { ...peerListen, advertise },
     host,
     port,
     tls: values["plain-http"]

@@ -32,6 +32,7 @@ export {
 export {
   FileReplicaLeases,
   type FileReplicaLeasesOptions,
+  isPeerAddress,
   type ReplicaLease,
   type ReplicaLeases,
 } from "./replica_leases.ts";

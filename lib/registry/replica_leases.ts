@@ -18,14 +18,20 @@ export interface ReplicaLease {
   renewedAt: number;
   /** The lease is void this long after `renewedAt`. */
   ttlMs: number;
+  /** `HOST:PORT` of the replica's peer link, when it has one. */
+  peerAddress?: string;
+  /** The replica is draining: not counted as a place for new tunnels, still reachable by peers. */
+  draining?: boolean;
 }
 
 /** The live replicas, kept current by renewing this replica's own lease. */
 export interface ReplicaLeases {
   /** Takes this replica's lease and keeps renewing it until {@link ReplicaLeases.release}. */
-  hold(id: string): Promise<void>;
+  hold(id: string, peerAddress?: string): Promise<void>;
   /** Replicas whose lease has not expired (this one included while it holds its lease). */
   live(): ReplicaLease[];
+  /** Marks this replica's lease as draining, at once. */
+  setDraining(): Promise<void>;
   /** Calls `handler` whenever the set of live replicas changes. */
   onChange(handler: (live: ReplicaLease[]) => void): void;
   /** Gives up the lease at once, so other replicas stop counting this one; stops renewing. */
@@ -42,6 +48,8 @@ export interface FileReplicaLeasesOptions {
 
 /** Leases directory entries read per renewal at most; a directory larger than this is not scanned whole. */
 const maxLeaseFiles = 1024;
+/** A lease longer than this is not a lease. */
+const maxLeaseTtlMs = 600_000;
 /** A lease file larger than this is not a lease. */
 const maxLeaseBytes = 4096;
 
@@ -49,6 +57,8 @@ const maxLeaseBytes = 4096;
 export class FileReplicaLeases implements ReplicaLeases {
   readonly #opts: FileReplicaLeasesOptions;
   #id: string | undefined;
+  #peerAddress: string | undefined;
+  #draining = false;
   #timer: ReturnType<typeof setInterval> | undefined;
   #live: ReplicaLease[] = [];
   #handlers = new Set<(live: ReplicaLease[]) => void>();
@@ -58,8 +68,9 @@ export class FileReplicaLeases implements ReplicaLeases {
     this.#opts = opts;
   }
 
-  async hold(id: string): Promise<void> {
+  async hold(id: string, peerAddress?: string): Promise<void> {
     this.#id = id;
+    this.#peerAddress = peerAddress;
     await Deno.mkdir(this.#opts.dir, { recursive: true, mode: 0o700 });
     await this.#renew();
     this.#timer = setInterval(() => {
@@ -71,6 +82,12 @@ export class FileReplicaLeases implements ReplicaLeases {
 
   live(): ReplicaLease[] {
     return this.#live;
+  }
+
+  async setDraining(): Promise<void> {
+    this.#draining = true;
+    this.#tick = this.#tick.then(() => this.#renew());
+    await this.#tick;
   }
 
   onChange(handler: (live: ReplicaLease[]) => void): void {
@@ -94,7 +111,13 @@ export class FileReplicaLeases implements ReplicaLeases {
     const id = this.#id;
     if (!id) return;
     const now = Date.now();
-    const mine: ReplicaLease = { id, renewedAt: now, ttlMs: this.#opts.ttlMs };
+    const mine: ReplicaLease = {
+      id,
+      renewedAt: now,
+      ttlMs: this.#opts.ttlMs,
+      ...(this.#peerAddress ? { peerAddress: this.#peerAddress } : {}),
+      ...(this.#draining ? { draining: true } : {}),
+    };
     const tmp = `${this.#path(id)}.tmp`;
     await Deno.writeTextFile(tmp, JSON.stringify(mine), { mode: 0o600 });
     await Deno.rename(tmp, this.#path(id));
@@ -107,6 +130,8 @@ export class FileReplicaLeases implements ReplicaLeases {
       const lease = await readLease(path);
       if (!lease) continue;
       const expiredFor = now - (lease.renewedAt + lease.ttlMs);
+      // A renewal from the future or an endless lease would keep a dead replica alive: not a lease.
+      if (lease.renewedAt > now + lease.ttlMs || lease.ttlMs > maxLeaseTtlMs) continue;
       if (expiredFor <= 0) live.push(lease);
       // A replica that died without releasing leaves its file; one long expired is removed by any peer.
       else if (expiredFor > 10 * lease.ttlMs) await Deno.remove(path).catch(() => {});
@@ -115,11 +140,18 @@ export class FileReplicaLeases implements ReplicaLeases {
   }
 
   #update(live: ReplicaLease[]): void {
-    const key = (l: ReplicaLease[]) => l.map((x) => x.id).join(",");
+    const key = (l: ReplicaLease[]) => l.map((x) => `${x.id}${x.draining ? "(draining)" : ""}`).join(",");
     const changed = key(live) !== key(this.#live);
     this.#live = live;
     if (changed) { for (const h of this.#handlers) h(live); }
   }
+}
+
+/** True for `HOST:PORT` (a name, an IPv4 address, or a bracketed IPv6 address) as a lease carries it. */
+export function isPeerAddress(s: unknown): s is string {
+  return typeof s === "string" && s.length <= 260 &&
+    /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/.test(s) &&
+    Number(s.slice(s.lastIndexOf(":") + 1)) < 65536;
 }
 
 async function readLease(path: string): Promise<ReplicaLease | undefined> {
@@ -130,7 +162,14 @@ async function readLease(path: string): Promise<ReplicaLease | undefined> {
       !isReplicaId(raw.id) || typeof raw.renewedAt !== "number" || typeof raw.ttlMs !== "number" ||
       !Number.isFinite(raw.renewedAt) || !(raw.ttlMs > 0)
     ) return undefined;
-    return { id: raw.id as string, renewedAt: raw.renewedAt, ttlMs: raw.ttlMs };
+    if (raw.peerAddress !== undefined && !isPeerAddress(raw.peerAddress)) return undefined;
+    return {
+      id: raw.id as string,
+      renewedAt: raw.renewedAt,
+      ttlMs: raw.ttlMs,
+      ...(raw.peerAddress ? { peerAddress: raw.peerAddress } : {}),
+      ...(raw.draining === true ? { draining: true } : {}),
+    };
   } catch {
     // Removed between listing and reading, or half-written by a crashed replica: not a lease.
     return undefined;

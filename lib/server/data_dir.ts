@@ -21,6 +21,8 @@ export function dataPaths(dir: string): {
   serverCert: string;
   serverKey: string;
   status: string;
+  peerCaCert: string;
+  peerCaKey: string;
 } {
   return {
     registry: join(dir, "registry.yaml"),
@@ -30,6 +32,8 @@ export function dataPaths(dir: string): {
     serverCert: join(dir, "server.crt"),
     serverKey: join(dir, "server.key"),
     status: join(dir, "status.json"),
+    peerCaCert: join(dir, "peer-ca.crt"),
+    peerCaKey: join(dir, "peer-ca.key"),
   };
 }
 
@@ -80,6 +84,21 @@ export async function loadCa(dir: string): Promise<CertPair> {
   const ca = await createCa(`Tower hub CA (${hostname()})`);
   await writeSecret(p.caKey, ca.key);
   await writeSecret(p.caCert, ca.cert);
+  return ca;
+}
+
+/**
+ * The peer CA, created on first use: it signs only hub replicas' certificates for the peer link, never a
+ * user's, so no credential a user can obtain is accepted there.
+ */
+export async function loadPeerCa(dir: string): Promise<CertPair> {
+  const p = dataPaths(dir);
+  const [cert, key] = [await readIfExists(p.peerCaCert), await readIfExists(p.peerCaKey)];
+  if (cert && key) return { cert, key };
+  await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
+  const ca = await createCa(`Tower peer CA (${hostname()})`);
+  await writeSecret(p.peerCaKey, ca.key);
+  await writeSecret(p.peerCaCert, ca.cert);
   return ca;
 }
 

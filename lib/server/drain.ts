@@ -1,5 +1,5 @@
 /**
- * Draining a hub replica before it stops (SIGTERM): it turns not-ready and gives up its lease, tells its
+ * Draining a hub replica before it stops (SIGTERM): it turns not-ready and marks its lease draining, tells its
  * agents — one after another, over a window — to move their tunnel to another replica, keeps serving
  * while clients still arrive and ordinary requests are in flight, then ends long-running streams
  * cleanly. The caller then closes the hub.
@@ -18,10 +18,10 @@ export interface DrainDeps {
   inFlight: InFlight;
   /** The agent sessions this replica holds now. */
   agents(): AgentConnection[];
-  /** Whether some other replica holds a live lease. */
+  /** Whether some other replica holds a live lease and is not draining. */
   othersAlive(): boolean;
-  /** Gives up this replica's lease at once. */
-  releaseLease(): Promise<void>;
+  /** Marks this replica's lease as draining at once (peers stop counting it for new tunnels). */
+  markDraining(): Promise<void>;
   log: Logger;
 }
 
@@ -57,7 +57,7 @@ export async function drain(deps: DrainDeps, opts: DrainOptions): Promise<DrainR
   const { inFlight, log } = deps;
   inFlight.startDraining();
   const others = deps.othersAlive();
-  await deps.releaseLease().catch((e) => log.warn("replica lease not released", { error: e }));
+  await deps.markDraining().catch((e) => log.warn("replica lease not marked draining", { error: e }));
 
   let staggered = true;
   const onStaggered = new Set<() => void>();

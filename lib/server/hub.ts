@@ -10,13 +10,16 @@ import type { Logger } from "../log/log.ts";
 import { isLongRunning } from "../kube/long_running.ts";
 import { InFlight } from "./in_flight.ts";
 import { drain, type DrainReport } from "./drain.ts";
+import { peerIdentity, type PeerListener, startPeerListener } from "./peer_link.ts";
+import { answerRouteLookups } from "./peer_routes.ts";
+import { hostname } from "node:os";
 import type { CertPair } from "./tls_material.ts";
 import { join } from "node:path";
 import { FileReplicaLeases, type RegistryData } from "../registry/mod.ts";
 import { acceptTunnel, maxReplicas, SshHub, tunnelWebSocketServer } from "../tunnel/mod.ts";
 import { ClusterSessions } from "./cluster_sessions.ts";
 import { agentAuthenticator } from "./agent_auth.ts";
-import { dataPaths, loadCa, loadHostKey, loadServingCert, openDataDir } from "./data_dir.ts";
+import { dataPaths, loadCa, loadHostKey, loadPeerCa, loadServingCert, openDataDir } from "./data_dir.ts";
 import { answer, type FrontDoor, refuseUpgrade, startFrontDoor } from "./front_door.ts";
 import { type ForwardListener, type ForwardRule, startForward } from "./tcp_forward.ts";
 import { kubeProxy } from "./kube_proxy.ts";
@@ -52,6 +55,8 @@ export interface HubConfig {
   handshakeTimeoutMs: number;
   /** Audit log destination: `-` for stdout, or a file. */
   auditLog: string;
+  /** The peer link's listener and the address peers dial (default: the listen address); none if absent. */
+  peer?: { host: string; port: number; advertise?: string | undefined } | undefined;
   /** Public LoadBalancer ports; undefined: LoadBalancer Services are not served. */
   lb?: LbConfig | undefined;
   /** Trusted OpenID Connect issuers whose ID tokens are accepted as bearer tokens. */
@@ -68,6 +73,8 @@ export interface Hub {
   sessions: ClusterSessions;
   lb: LbManager | undefined;
   frontDoor: FrontDoor;
+  /** The peer link listener, when the hub has one. */
+  peerLink: PeerListener | undefined;
   forwards: ForwardListener[];
   registry(): RegistryData;
   /** Drains (see drain.ts); call {@link Hub.close} afterwards. */
@@ -90,18 +97,41 @@ export async function startHub(config: HubConfig): Promise<Hub> {
   );
 
   const sessions = new ClusterSessions();
+  // Every user request and stream is counted, so a drain knows when the ordinary ones are done.
+  const inFlight = new InFlight();
   const leases = new FileReplicaLeases({
     dir: join(config.dataDir, "replicas"),
     ttlMs: replicaLeaseTtlMs,
     log,
   });
-  const liveReplicas = () => Math.min(maxReplicas, Math.max(1, leases.live().length));
+  // A draining replica is no place for a new tunnel: agents do not count it.
+  const liveReplicas = () =>
+    Math.min(maxReplicas, Math.max(1, leases.live().filter((l) => !l.draining).length));
   leases.onChange((live) => {
     log.info("replicas changed", { replicas: live.map((l) => l.id) });
     const msg = { type: "replicas", replicas: liveReplicas() };
     for (const c of sessions.clusters()) for (const a of sessions.of(c)) a.send(msg);
   });
-  await leases.hold(config.replicaId);
+  let peerLink: PeerListener | undefined;
+  let peerAddress: string | undefined;
+  if (config.peer) {
+    const identity = await peerIdentity(await loadPeerCa(config.dataDir), config.replicaId);
+    peerLink = await startPeerListener({
+      host: config.peer.host,
+      port: config.peer.port,
+      identity,
+      isLivePeer: (id) => id !== config.replicaId && leases.live().some((l) => l.id === id),
+      log,
+    });
+    peerLink.route(answerRouteLookups(sessions, config.replicaId, () => inFlight.draining, log));
+    const host = ["0.0.0.0", "::", ""].includes(config.peer.host) ? hostname() : config.peer.host;
+    peerAddress = config.peer.advertise ?? `${host.includes(":") ? `[${host}]` : host}:${peerLink.port}`;
+    log.info("peer link listening", {
+      listen: `${config.peer.host}:${peerLink.port}`,
+      advertise: peerAddress,
+    });
+  }
+  await leases.hold(config.replicaId, peerAddress);
   const lb = config.lb ? new LbManager(config.lb, sessions, registryStore, log) : undefined;
   await lb?.start(registry);
   const ssh = new SshHub({
@@ -140,8 +170,6 @@ export async function startHub(config: HubConfig): Promise<Hub> {
     ready: () => !closing && !inFlight.draining,
     log,
   });
-  // Every user request and stream is counted, so a drain knows when the ordinary ones are done.
-  const inFlight = new InFlight();
   const userRequest = (req: http.IncomingMessage, res: http.ServerResponse, cluster?: string) => {
     if (!kube.request(req, res, cluster)) return false;
     inFlight.request(res, isLongRunning(req.method ?? "GET", req.url ?? "/"));
@@ -267,6 +295,7 @@ export async function startHub(config: HubConfig): Promise<Hub> {
     clearInterval(statusTimer);
     stopWatch();
     await Promise.all([frontDoor.close(), ...forwards.map((f) => f.close())]);
+    await peerLink?.close();
     await leases.release();
     throw e;
   }
@@ -278,14 +307,15 @@ export async function startHub(config: HubConfig): Promise<Hub> {
     sessions,
     lb,
     frontDoor,
+    peerLink,
     forwards,
     registry: () => registry,
     drain: (timeoutMs) =>
       drain({
         inFlight,
         agents: () => sessions.clusters().flatMap((c) => sessions.of(c)),
-        othersAlive: () => leases.live().some((l) => l.id !== config.replicaId),
-        releaseLease: () => leases.release(),
+        othersAlive: () => leases.live().some((l) => l.id !== config.replicaId && !l.draining),
+        markDraining: () => leases.setDraining(),
         log,
       }, { timeoutMs, quietMs: drainQuietMs, staggerMs: drainStaggerMs }),
     close: async () => {
@@ -302,6 +332,7 @@ export async function startHub(config: HubConfig): Promise<Hub> {
       ]);
       await audit.close();
       await lb?.close();
+      await peerLink?.close();
       await leases.release();
       await Deno.remove(statusPath).catch(() => {});
     },

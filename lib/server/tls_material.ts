@@ -57,7 +57,8 @@ export interface LeafRequest {
   organizations?: string[];
   dnsNames?: string[];
   ipAddresses?: string[];
-  usage: "server" | "client";
+  /** `peer`: a hub replica's certificate on the peer link, for both ends (server and client auth). */
+  usage: "server" | "client" | "peer";
   /** How long it is valid from now, in milliseconds. */
   validMs: number;
 }
@@ -79,7 +80,7 @@ export async function issueLeaf(ca: CertPair, req: LeafRequest): Promise<CertPai
     subject,
     issuer: caCert.subject,
     // Servers are backdated a day for agents with slow clocks; short-lived client certificates five minutes.
-    notBefore: new Date(Date.now() - (req.usage === "server" ? day : 5 * 60_000)),
+    notBefore: new Date(Date.now() - (req.usage === "client" ? 5 * 60_000 : day)),
     notAfter: new Date(Date.now() + req.validMs),
     publicKey: keys.publicKey,
     signingKey: await importKey(ca.key),
@@ -87,9 +88,11 @@ export async function issueLeaf(ca: CertPair, req: LeafRequest): Promise<CertPai
     extensions: [
       new x509.BasicConstraintsExtension(false, undefined, true),
       new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
-      new x509.ExtendedKeyUsageExtension([
-        req.usage === "server" ? x509.ExtendedKeyUsage.serverAuth : x509.ExtendedKeyUsage.clientAuth,
-      ]),
+      new x509.ExtendedKeyUsageExtension(
+        req.usage === "peer"
+          ? [x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth]
+          : [req.usage === "server" ? x509.ExtendedKeyUsage.serverAuth : x509.ExtendedKeyUsage.clientAuth],
+      ),
       await x509.AuthorityKeyIdentifierExtension.create(caCert),
       ...(names.length ? [new x509.SubjectAlternativeNameExtension(names)] : []),
     ],

@@ -2,7 +2,7 @@
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { FileReplicaLeases } from "../../../lib/registry/mod.ts";
+import { FileReplicaLeases, isPeerAddress } from "../../../lib/registry/mod.ts";
 import { logger } from "../../../lib/log/log.ts";
 import { scratchDir } from "../../helpers/tower_procs.ts";
 
@@ -66,5 +66,46 @@ Deno.test("replicas see each other's leases, ignore expired and malformed ones, 
     await a.release();
     await b.release();
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a lease carries the peer address and the draining mark; addresses are checked when read", async () => {
+  const dir = await scratchDir("leases");
+  const a = new FileReplicaLeases({ dir, ttlMs: 300, log });
+  try {
+    await Deno.writeTextFile(
+      join(dir, "odd-peer.json"),
+      JSON.stringify({ id: "odd-peer", renewedAt: Date.now(), ttlMs: 60_000, peerAddress: "x y:1" }),
+    );
+    await Deno.writeTextFile(
+      join(dir, "future.json"),
+      JSON.stringify({ id: "future", renewedAt: Date.now() + 60_000, ttlMs: 300 }),
+    );
+    await Deno.writeTextFile(
+      join(dir, "endless.json"),
+      JSON.stringify({ id: "endless", renewedAt: Date.now(), ttlMs: 600_001 }),
+    );
+    await a.hold("hub-a", "10.0.0.7:8444");
+    assert.deepEqual(a.live().map((l) => [l.id, l.peerAddress, l.draining]), [[
+      "hub-a",
+      "10.0.0.7:8444",
+      undefined,
+    ]]);
+    await a.setDraining();
+    assert.deepEqual(a.live().map((l) => [l.id, l.draining]), [["hub-a", true]]);
+  } finally {
+    await a.release();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("peer addresses: HOST:PORT with a name, IPv4 or bracketed IPv6, port below 65536", () => {
+  for (const ok of ["hub-0.tower.svc:8444", "10.0.0.7:1", "[fd00::7]:8444", "localhost:65535"]) {
+    assert.ok(isPeerAddress(ok), ok);
+  }
+  for (
+    const bad of ["hub-0", ":8444", "10.0.0.7:65536", "fd00::7:8444", "a b:1", `${"a".repeat(260)}:1`, 8444]
+  ) {
+    assert.ok(!isPeerAddress(bad), String(bad));
   }
 });
