@@ -48,7 +48,7 @@ async function tlsBaseline(mode: "sink" | "source", bytes: number) {
     commonName: "bench",
     ipAddresses: ["127.0.0.1"],
     usage: "server",
-    validDays: 1,
+    validMs: 86_400_000,
   });
   const server = tls.createServer({ cert: leaf.cert, key: leaf.key, allowHalfOpen: true }, (s) => {
     s.setNoDelay(true);
