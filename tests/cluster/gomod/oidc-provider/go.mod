@@ -1,3 +1,5 @@
+// build.sh stamps a tool by this file and go.sum: change the revision when main.go changes.
+// revision 2
 module tower.test/oidc-provider
 
 go 1.26.0

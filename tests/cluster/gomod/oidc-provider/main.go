@@ -204,8 +204,10 @@ func main() {
 		os.Exit(2)
 	}
 	users := &userStore{users: map[string]*storage.User{}, groups: map[string][]string{}}
-	for i, u := range list {
-		id := fmt.Sprintf("u%d", i+1)
+	for _, u := range list {
+		// The user name is the user's ID (the subject): the example storage's device flow completes
+		// with the user name as the subject and looks the user up by ID.
+		id := u.Username
 		users.users[id] = &storage.User{
 			ID: id, Username: u.Username, Password: u.Password, FirstName: u.Username, LastName: "",
 			Email: u.Email, EmailVerified: true, PreferredLanguage: language.English,
