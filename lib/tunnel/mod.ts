@@ -34,4 +34,4 @@ export {
   tunnelWebSocketServer,
 } from "./websocket_stream.ts";
 export { DatagramDecoder, encodeDatagram, maxDatagramBytes } from "./datagram_framing.ts";
-export { eofFramed, eofFramedUpgrade } from "./eof_framing.ts";
+export { eofFramed, eofFramedUpgrade, FrameTooLongError, maxEofFrameLength } from "./eof_framing.ts";

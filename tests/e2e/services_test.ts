@@ -7,117 +7,16 @@
  */
 
 import assert from "node:assert/strict";
-import https from "node:https";
 import net from "node:net";
 import { createHash } from "node:crypto";
-import YAML from "yaml";
 import WebSocket from "ws";
-import { auditLines, type Backend, spawnListening, startTowerEnv } from "./tower_env.ts";
+import { auditLines, type Backend, startTowerEnv } from "./tower_env.ts";
 import { eventually } from "../helpers/wait.ts";
-import type { TestCluster } from "../cluster/cluster.ts";
+import { hubRequest, serviceWithSlice, startBackend, tlsOfKubeconfig } from "./_service_helpers.ts";
 import { serverCommand, TowerProcess } from "../helpers/tower_procs.ts";
 import { patternChunk } from "../helpers/net_servers.ts";
 
 const clusterName = "alpha";
-
-/**
- * Starts a tiny Deno server inside the namespace on 0.0.0.0:`port`. `http` answers every request with
- * JSON naming the method, path, headers and how many requests it has served, and echoes WebSocket
- * messages; `bufecho` reads until the client half-closes, then sends everything back and closes.
- */
-async function startBackend(cluster: TestCluster, mode: "http" | "bufecho", port: number): Promise<Backend> {
-  const code = mode === "http"
-    ? `
-      let served = 0;
-      Deno.serve({ port: ${port}, hostname: "0.0.0.0", onListen: () => console.log("listening") }, (req) => {
-        served++;
-        if (req.headers.get("upgrade")?.toLowerCase() === "websocket") {
-          const { socket, response } = Deno.upgradeWebSocket(req);
-          socket.onmessage = (e) => socket.send("echo:" + e.data);
-          return response;
-        }
-        const u = new URL(req.url);
-        return Response.json({
-          method: req.method,
-          path: u.pathname + u.search,
-          headers: Object.fromEntries(req.headers),
-          served,
-        });
-      });
-    `
-    : `
-      import net from "node:net";
-      net.createServer({ allowHalfOpen: true }, (s) => {
-        const parts = [];
-        s.on("error", () => {});
-        s.on("data", (c) => parts.push(c));
-        s.on("end", () => {
-          for (const p of parts) s.write(p);
-          s.end();
-        });
-      }).listen(${port}, "0.0.0.0", () => console.log("listening"));
-    `;
-  return await spawnListening(cluster, code, `backend ${mode}:${port}`);
-}
-
-/** A selector-less ClusterIP Service plus its EndpointSlice at the namespace's address. */
-function serviceWithSlice(
-  cluster: TestCluster,
-  namespace: string,
-  name: string,
-  port: number,
-  targetPort: number,
-): unknown[] {
-  return [
-    {
-      apiVersion: "v1",
-      kind: "Service",
-      metadata: { name, namespace },
-      spec: { ports: [{ name: "main", port, targetPort, protocol: "TCP" }] },
-    },
-    {
-      apiVersion: "discovery.k8s.io/v1",
-      kind: "EndpointSlice",
-      metadata: { name: `${name}-1`, namespace, labels: { "kubernetes.io/service-name": name } },
-      addressType: "IPv4",
-      ports: [{ name: "main", port: targetPort, protocol: "TCP" }],
-      endpoints: [{ addresses: [cluster.nsAddress], conditions: { ready: true } }],
-    },
-  ];
-}
-
-interface Tls {
-  ca: string;
-  cert?: string;
-  key?: string;
-}
-
-/** A request to the hub; resolves with status and body text. */
-function hubRequest(
-  port: number,
-  path: string,
-  tls: Tls,
-  headers: Record<string, string> = {},
-): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = https.get({
-      host: "127.0.0.1",
-      port,
-      path,
-      ...tls,
-      agent: false,
-      headers: { connection: "close", ...headers },
-    }, (res) => {
-      let body = "";
-      res.setEncoding("utf8");
-      res.on("data", (c: string) => body += c);
-      res.on("error", reject);
-      res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
-    });
-    req.setTimeout(30_000, () => req.destroy(new Error(`${path}: no answer in 30 s`)));
-    req.on("error", reject);
-  });
-}
 
 /** What the `http` backend reports about a request it served. */
 interface Seen {
@@ -165,16 +64,8 @@ Deno.test("services: the hub's service path and `forward` reach allowed Services
     const added = await serverCommand(["cluster", "add", "beta", "--data-dir", env.dataDir]);
     assert.equal(added.code, 0, added.stderr);
     const strangerKubeconfig = await env.addUser("stranger", ["outsiders"], ["beta"]);
-    const tlsOf = async (kubeconfig: string): Promise<Tls> => {
-      const kc = YAML.parse(await Deno.readTextFile(kubeconfig));
-      return {
-        ca,
-        cert: atob(kc.users[0].user["client-certificate-data"]),
-        key: atob(kc.users[0].user["client-key-data"]),
-      };
-    };
-    const user = await tlsOf(userKubeconfig);
-    const stranger = await tlsOf(strangerKubeconfig);
+    const user = await tlsOfKubeconfig(userKubeconfig, ca);
+    const stranger = await tlsOfKubeconfig(strangerKubeconfig, ca);
     const helloPath = `/clusters/${clusterName}/services/web/hello:80`;
     /** How many requests the backend has served (it counts every request, whichever Service led to it). */
     const served = async () => {
