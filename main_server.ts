@@ -35,6 +35,7 @@ import {
   addUser,
   allowAccess,
   defaultClientCertTtl,
+  defaultUdpFlowCaps,
   type IssuedToken,
   labelCluster,
   type LbConfig,
@@ -109,6 +110,9 @@ serve flags:
   --peer-listen HOST:PORT   the peer link (mutual TLS with the peer CA) other replicas dial; needed for
                        several replicas, off by default
   --peer-advertise HOST:PORT   the address peers dial (default: the --peer-listen address)
+  --lb-udp-flows-per-port N      concurrent UDP flows one public port carries (default 1024)
+  --lb-udp-flows-per-source N    concurrent UDP flows of one client address or IPv6 /64 (default 64)
+  --lb-udp-flows-per-cluster N   concurrent UDP flows of one cluster, all ports (default 2048)
   --replica-id NAME    this replica's identity, a DNS label (default: host name and a random suffix)
   --log-level LEVEL    debug, info, warn, error (default info)
   --oidc-issuer URL    accept ID tokens from this OpenID Connect issuer (https; repeatable for several)
@@ -150,6 +154,21 @@ Or deploy it into the cluster (kubectl apply -f -):
 ${t.manifest}`);
 }
 
+function flowCap(values: Record<string, unknown>, which: "per-port" | "per-source" | "per-cluster"): number {
+  const flag = `lb-udp-flows-${which}`;
+  const raw = values[flag];
+  if (raw === undefined) {
+    return defaultUdpFlowCaps[
+      ({ "per-port": "perPort", "per-source": "perSource", "per-cluster": "perCluster" } as const)[which]
+    ];
+  }
+  const n = Number(raw);
+  if (!/^\d{1,6}$/.test(String(raw)) || n < 1) {
+    throw new ConfigError(`--${flag} '${raw}' must be a whole number from 1`);
+  }
+  return n;
+}
+
 function lbConfig(values: Record<string, unknown>): LbConfig | undefined {
   if (values["lb-ports"] === undefined) {
     if (values["lb-address"] !== undefined) throw new ConfigError("--lb-address needs --lb-ports");
@@ -165,6 +184,11 @@ function lbConfig(values: Record<string, unknown>): LbConfig | undefined {
     publicAddress: String(values["lb-address"] ?? hostname()),
     bindHost: String(values["lb-bind"]),
     udpIdleMs: parseDuration(String(values["lb-udp-idle"]), "--lb-udp-idle"),
+    udpFlowCaps: {
+      perPort: flowCap(values, "per-port"),
+      perSource: flowCap(values, "per-source"),
+      perCluster: flowCap(values, "per-cluster"),
+    },
   };
 }
 
@@ -184,6 +208,9 @@ async function serve(args: string[]): Promise<void> {
     "lb-address": { type: "string" },
     "lb-bind": { type: "string", default: "0.0.0.0" },
     "lb-udp-idle": { type: "string", default: "60s" },
+    "lb-udp-flows-per-port": { type: "string" },
+    "lb-udp-flows-per-source": { type: "string" },
+    "lb-udp-flows-per-cluster": { type: "string" },
     "log-level": { type: "string", default: "info" },
     "replica-id": { type: "string" },
     "drain-timeout": { type: "string", default: "30s" },

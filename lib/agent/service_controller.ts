@@ -15,7 +15,7 @@ import * as k8s from "@kubernetes/client-node";
 import type { Logger } from "../log/log.ts";
 import type { ControlMessage, Endpoint } from "../tunnel/mod.ts";
 import { type ApiAccess, kubeConfigFor, type ServiceCatalog } from "./service_catalog.ts";
-import { serviceTcpEndpoint, serviceUdpEndpoint } from "./service_endpoints.ts";
+import { serviceTcpEndpoint, serviceUdpEndpoint, UdpFlowBudget } from "./service_endpoints.ts";
 import { lbEndpointName, serviceEndpointName } from "../kube/endpoint_names.ts";
 
 /** Which Services hub users may reach through the agent. */
@@ -68,6 +68,7 @@ export function startServiceController(opts: ServiceControllerOptions): () => vo
   let address: { ip?: string; hostname?: string } = {};
   const statuses = new Map<string, LbServiceStatus>();
   const reportedErrors = new Map<string, string>();
+  const udpFlows = new UdpFlowBudget();
 
   const isLb = (s: k8s.V1Service) =>
     s.spec?.type === "LoadBalancer" &&
@@ -106,7 +107,7 @@ export function startServiceController(opts: ServiceControllerOptions): () => vo
         if (lb && protocol === "UDP") {
           endpoints.set(
             lbEndpointName(`${namespace}/${name}`, p.port, "UDP"),
-            serviceUdpEndpoint(catalog, ref, log),
+            serviceUdpEndpoint(catalog, ref, udpFlows, log),
           );
         }
         if (protocol !== "TCP") continue;

@@ -15,6 +15,31 @@ import type { ServiceCatalog } from "./service_catalog.ts";
 /** Reply bytes a UDP flow may queue toward the hub before replies are dropped. */
 const maxBacklogBytes = 1 << 20;
 
+/**
+ * The agent's own cap on UDP sockets (one per flow), over all LoadBalancer ports: a hub caps flows per
+ * cluster at 2,048 by default, and with two hub replicas an agent may serve both; past this the agent
+ * refuses the channel, whatever a hub asks.
+ */
+export const maxAgentUdpFlows = 4096;
+
+/** Counts the agent's open UDP flows against a cap. */
+export class UdpFlowBudget {
+  open = 0;
+  constructor(readonly max = maxAgentUdpFlows) {}
+
+  /** Takes one flow; returns false when the cap is reached. */
+  take(): boolean {
+    if (this.open >= this.max) return false;
+    this.open++;
+    return true;
+  }
+
+  /** Gives one flow back. */
+  give(): void {
+    this.open = Math.max(0, this.open - 1);
+  }
+}
+
 /** Which Service port an endpoint serves. */
 export interface ServicePortRef {
   namespace: string;
@@ -50,8 +75,16 @@ export function serviceTcpEndpoint(catalog: ServiceCatalog, ref: ServicePortRef,
   };
 }
 
-/** Channels to a UDP Service port: one socket per channel, to one ready backend (round robin). */
-export function serviceUdpEndpoint(catalog: ServiceCatalog, ref: ServicePortRef, log: Logger): Endpoint {
+/**
+ * Channels to a UDP Service port: one socket per channel, to one ready backend, while `budget` (shared
+ * by every UDP port of the agent) has room.
+ */
+export function serviceUdpEndpoint(
+  catalog: ServiceCatalog,
+  ref: ServicePortRef,
+  budget: UdpFlowBudget,
+  log: Logger,
+): Endpoint {
   return {
     open: () => {
       const backend = catalog.readyBackends(ref.namespace, ref.name, ref.port, "UDP")[0];
@@ -60,10 +93,16 @@ export function serviceUdpEndpoint(catalog: ServiceCatalog, ref: ServicePortRef,
           new Error(`service ${ref.namespace}/${ref.name}:${ref.port}/udp has no ready endpoint`),
         );
       }
+      if (!budget.take()) {
+        return Promise.reject(new Error(`the agent already carries ${budget.max} UDP flows`));
+      }
       return Promise.resolve((channel: Duplex) => {
         const socket = dgram.createSocket(net.isIPv6(backend.address) ? "udp6" : "udp4");
         const decoder = new DatagramDecoder();
+        let closed = false;
         const close = () => {
+          if (!closed) budget.give();
+          closed = true;
           try {
             socket.close();
           } catch {

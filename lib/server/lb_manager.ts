@@ -6,6 +6,8 @@
  *
  * UDP: one channel per client address (a flow), datagrams framed as in lib/tunnel/datagram_framing.ts;
  * flows idle longer than `udpIdleMs` are closed, so replies always go back to the client that asked.
+ * Flows are capped per port, per sender and per cluster (udp_flow_caps.ts); beyond a cap datagrams that
+ * would open a flow are dropped.
  * @module
  */
 
@@ -23,6 +25,7 @@ import {
 } from "../tunnel/mod.ts";
 import type { ClusterSessions } from "./cluster_sessions.ts";
 import { lbEndpointName } from "../kube/endpoint_names.ts";
+import { ClusterFlowCount, PortFlowLedger, type UdpFlowCaps } from "./udp_flow_caps.ts";
 
 /** LoadBalancer settings of the hub. */
 export interface LbConfig {
@@ -33,6 +36,8 @@ export interface LbConfig {
   /** Where the public listeners bind. */
   bindHost: string;
   udpIdleMs: number;
+  /** Caps on concurrent UDP flows (see udp_flow_caps.ts). */
+  udpFlowCaps: UdpFlowCaps;
 }
 
 /** A port the agent asked for. */
@@ -57,6 +62,7 @@ export class LbManager {
   readonly #registry: Registry;
   readonly #log: Logger;
   readonly #listeners = new Map<string, Listener>();
+  readonly #udpFlows = new Map<string, ClusterFlowCount>();
   /** One allocation change at a time, so two agents' syncs never hand out the same port. */
   #queue: Promise<unknown> = Promise.resolve();
 
@@ -235,18 +241,33 @@ export class LbManager {
   #listenUdp(a: LoadBalancerPort): Promise<Listener> {
     const endpoint = lbEndpointName(a.service, a.port, "UDP");
     const socket = dgram.createSocket(net.isIPv6(this.#cfg.bindHost) ? "udp6" : "udp4");
-    type Flow = { channel?: Duplex; queue: Uint8Array[]; lastSeen: number };
+    type Flow = { channel?: Duplex; queue: Uint8Array[]; lastSeen: number; release: () => void };
     const flows = new Map<string, Flow>();
+    let clusterFlows = this.#udpFlows.get(a.cluster);
+    if (!clusterFlows) this.#udpFlows.set(a.cluster, clusterFlows = new ClusterFlowCount());
+    const ledger = new PortFlowLedger(
+      this.#cfg.udpFlowCaps,
+      clusterFlows,
+      this.#log.with({ service: `${a.cluster}/${a.service}:${a.port}/UDP`, publicPort: a.publicPort }),
+    );
+    const forget = (key: string, f: Flow) => {
+      if (flows.get(key) !== f) return;
+      flows.delete(key);
+      f.release();
+    };
     const endFlow = (key: string) => {
       const f = flows.get(key);
-      flows.delete(key);
-      f?.channel?.destroy();
+      if (!f) return;
+      forget(key, f);
+      f.channel?.destroy();
     };
     socket.on("message", (msg: Uint8Array, rinfo: dgram.RemoteInfo) => {
       const key = `${rinfo.address}|${rinfo.port}`;
       let flow = flows.get(key);
       if (!flow) {
-        const f: Flow = { queue: [msg], lastSeen: Date.now() };
+        const release = ledger.take(rinfo.address);
+        if (!release) return;
+        const f: Flow = { queue: [msg], lastSeen: Date.now(), release };
         flow = f;
         flows.set(key, f);
         this.#sessions.openChannel(a.cluster, endpoint).then(({ channel }) => {
@@ -261,7 +282,7 @@ export class LbManager {
               endFlow(key);
             }
           });
-          channel.once("close", () => flows.get(key) === f && flows.delete(key));
+          channel.once("close", () => forget(key, f));
           channel.on("error", () => endFlow(key));
           for (const d of f.queue) channel.write(encodeDatagram(d));
           f.queue = [];
@@ -270,7 +291,7 @@ export class LbManager {
             service: `${a.cluster}/${a.service}:${a.port}`,
             error: e,
           });
-          if (flows.get(key) === f) flows.delete(key);
+          forget(key, f);
         });
         return;
       }

@@ -39,3 +39,4 @@ export {
 export { identityHeaders, kubeProxy, parseClusterPath } from "./kube_proxy.ts";
 export { type LbConfig, LbManager } from "./lb_manager.ts";
 export { oidcConfigs, type OidcIssuerConfig, OidcVerifier } from "./oidc_verifier.ts";
+export { defaultUdpFlowCaps, type UdpFlowCaps } from "./udp_flow_caps.ts";

@@ -14,7 +14,11 @@ import type { TestCluster } from "../cluster/cluster.ts";
  * JSON naming the method, path, headers and how many requests it has served, and echoes WebSocket
  * messages; `bufecho` reads until the client half-closes, then sends everything back and closes.
  */
-export async function startBackend(cluster: TestCluster, mode: "http" | "bufecho", port: number): Promise<Backend> {
+export async function startBackend(
+  cluster: TestCluster,
+  mode: "http" | "bufecho",
+  port: number,
+): Promise<Backend> {
   const code = mode === "http"
     ? `
       let served = 0;
