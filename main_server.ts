@@ -6,6 +6,7 @@
  *   main_server.ts cluster add NAME [--hub-url wss://HOST:PORT/tunnel] [--label KEY=VALUE]…
  *   main_server.ts cluster list | remove NAME | rotate-token NAME | label NAME KEY=VALUE|KEY-…
  *   main_server.ts user add NAME [--group G]… [--extra KEY=VALUE]… [--token] | user list | user remove NAME
+ *   main_server.ts user revoke-certs NAME
  *   main_server.ts access allow [--user U]… [--group G]… [--clusters GLOB] [--cluster-selector SEL] | access list
  *   main_server.ts kubeconfig --user NAME [--ttl 8h]
  *   main_server.ts settings [--client-cert-ttl D] [--client-cert-max-ttl D]
@@ -47,6 +48,7 @@ import {
   readRegistry,
   removeCluster,
   removeUser,
+  revokeUserCerts,
   rotateToken,
   setCertTtls,
   startHub,
@@ -73,6 +75,7 @@ Usage:
   main_server.ts user add NAME [--group G]… [--extra KEY=VALUE]… [--token]
                         add a hub user (--token: print a bearer token; --extra: sent as Impersonate-Extra-KEY)
   main_server.ts user list | remove NAME
+  main_server.ts user revoke-certs NAME     every client certificate issued to NAME so far stops working
   main_server.ts access allow [--user U]… [--group G]… [--clusters GLOB[,GLOB]] [--cluster-selector SELECTOR]
                         clusters by name glob and/or Kubernetes label selector ('env in (prod,staging),!legacy')
   main_server.ts access list
@@ -415,6 +418,11 @@ async function user(args: string[]): Promise<void> {
     case "remove":
       await removeUser(dataDir, needName());
       return console.log(`Removed user '${name}'; their token and certificates no longer work.`);
+    case "revoke-certs":
+      await revokeUserCerts(dataDir, needName());
+      return console.log(
+        `Revoked every client certificate of user '${name}'; a new one: kubeconfig --user ${name}.`,
+      );
     case "list": {
       const data = await readRegistry(dataDir);
       for (const u of data.users) {
@@ -429,7 +437,7 @@ async function user(args: string[]): Promise<void> {
       return;
     }
     default:
-      throw new ConfigError(`unknown user command '${verb ?? ""}' (add, list, remove)`);
+      throw new ConfigError(`unknown user command '${verb ?? ""}' (add, list, remove, revoke-certs)`);
   }
 }
 

@@ -16,6 +16,7 @@ import {
 } from "./registry.ts";
 import { isTokenHash } from "./join_token.ts";
 import { labelsProblem } from "./labels.ts";
+import { isCertEpoch } from "./cert_epoch.ts";
 import { parseSelector } from "./label_selector.ts";
 
 /** Checks parsed YAML and returns it typed, or throws a ConfigError naming what is wrong and where. */
@@ -120,6 +121,9 @@ function validateUsers(raw: unknown, fail: (what: string) => never): UserRecord[
     if (rec.tokenHash !== undefined && (typeof rec.tokenHash !== "string" || !isTokenHash(rec.tokenHash))) {
       fail(`${at}.tokenHash of '${name}' must be 'sha256:' and 64 hex digits`);
     }
+    if (rec.certEpoch !== undefined && (typeof rec.certEpoch !== "string" || !isCertEpoch(rec.certEpoch))) {
+      fail(`${at}.certEpoch of '${name}' must be 12 hex digits starting 1-7`);
+    }
     const extra = rec.extra ?? {};
     const problem = extraProblem(extra);
     if (problem) fail(`${at}.extra of '${name}': ${problem}`);
@@ -129,6 +133,7 @@ function validateUsers(raw: unknown, fail: (what: string) => never): UserRecord[
       createdAt: typeof rec.createdAt === "string" ? rec.createdAt : new Date(0).toISOString(),
       ...(rec.tokenHash ? { tokenHash: rec.tokenHash as string } : {}),
       ...(Object.keys(extra).length ? { extra: extra as Record<string, string[]> } : {}),
+      ...(rec.certEpoch ? { certEpoch: rec.certEpoch as string } : {}),
     };
   });
 }

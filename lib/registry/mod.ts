@@ -17,6 +17,7 @@ export {
   type Requirement,
   selectorMatches,
 } from "./label_selector.ts";
+export { isCertEpoch, newCertEpoch, serialInEpoch } from "./cert_epoch.ts";
 export { decoyHash, hashToken, isTokenHash, newToken, tokenMatches } from "./join_token.ts";
 export {
   type AccessRule,

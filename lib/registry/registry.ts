@@ -36,6 +36,13 @@ export interface UserRecord {
   /** Extra attributes (key → values); become `Impersonate-Extra-KEY`, as `user.extra` in the cluster. */
   extra?: Record<string, string[]>;
   createdAt: string;
+  /**
+   * Client certificates of this user carry this value (12 hex digits) at the start of their serial
+   * number; a new value — the user re-added, or `user revoke-certs` — revokes every certificate issued
+   * before. Records written before epochs existed have none: their certificates are checked by name
+   * until the first revoke-certs.
+   */
+  certEpoch?: string;
 }
 
 /**

@@ -25,6 +25,7 @@ export {
   readRegistry,
   removeUser,
   setCertTtls,
+  revokeUserCerts,
   userKubeconfig,
 } from "./user_admin.ts";
 export {

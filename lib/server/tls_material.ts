@@ -17,10 +17,12 @@ export interface CertPair {
   key: string;
 }
 
-function serial(): string {
+/** 16 random bytes as hex, positive; `prefix` (hex, itself positive) replaces its first digits. */
+function serial(prefix = ""): string {
   const b = crypto.getRandomValues(new Uint8Array(16));
   b[0]! &= 0x7f;
-  return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+  const hex = Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+  return prefix + hex.slice(prefix.length);
 }
 
 async function exportKey(key: CryptoKey): Promise<string> {
@@ -60,7 +62,8 @@ export interface LeafRequest {
   /** `peer`: a hub replica's certificate on the peer link, for both ends (server and client auth). */
   usage: "server" | "client" | "peer";
   /** How long it is valid from now, in milliseconds. */
-  validMs: number;
+  validMs: number;  /** Hex digits the serial number starts with (a user's certificate epoch). */
+  serialPrefix?: string;
 }
 
 /** A new leaf certificate signed by `ca`. */
@@ -76,7 +79,7 @@ export async function issueLeaf(ca: CertPair, req: LeafRequest): Promise<CertPai
     ...(req.ipAddresses ?? []).map((value) => ({ type: "ip" as const, value })),
   ];
   const cert = await x509.X509CertificateGenerator.create({
-    serialNumber: serial(),
+    serialNumber: serial(req.serialPrefix),
     subject,
     issuer: caCert.subject,
     // Servers are backdated a day for agents with slow clocks; short-lived client certificates five minutes.

@@ -12,6 +12,7 @@ import {
   extraProblem,
   hashToken,
   isUserName,
+  newCertEpoch,
   newToken,
   parseSelector,
   type RegistryData,
@@ -47,6 +48,7 @@ export async function addUser(
       name,
       groups,
       createdAt: new Date().toISOString(),
+      certEpoch: newCertEpoch(),
       ...(token ? { tokenHash: hashToken(token) } : {}),
       ...(Object.keys(extra).length ? { extra } : {}),
     });
@@ -61,6 +63,16 @@ export async function removeUser(dataDir: string, name: string): Promise<void> {
     const i = data.users.findIndex((u) => u.name === name);
     if (i < 0) throw new ConfigError(`user '${name}' does not exist`);
     data.users.splice(i, 1);
+  });
+}
+
+/** Revokes every client certificate issued to a user so far; the next `kubeconfig --user` works again. */
+export async function revokeUserCerts(dataDir: string, name: string): Promise<void> {
+  const registry = await openDataDir(dataDir);
+  await registry.update((data) => {
+    const user = data.users.find((u) => u.name === name);
+    if (!user) throw new ConfigError(`user '${name}' does not exist`);
+    user.certEpoch = newCertEpoch();
   });
 }
 
@@ -183,6 +195,7 @@ export async function userKubeconfig(
     organizations: record.groups,
     usage: "client",
     validMs,
+    ...(record.certEpoch ? { serialPrefix: record.certEpoch } : {}),
   });
   const server = hubServerUrl(data, serverFlag);
   const b64 = (s: string) => btoa(s);

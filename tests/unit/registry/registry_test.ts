@@ -8,9 +8,12 @@ import {
   emptyRegistry,
   FileRegistry,
   hashToken,
+  isCertEpoch,
   isTokenHash,
+  newCertEpoch,
   newToken,
   type RegistryData,
+  serialInEpoch,
   tokenMatches,
   validateRegistry,
 } from "../../../lib/registry/mod.ts";
@@ -233,4 +236,24 @@ Deno.test("FileRegistry.watch reports the current contents, then a change made b
       await stop(); // settles once an in-flight read has finished, so no file op outlives the test
     }
   });
+});
+
+Deno.test("certificate epochs: 12 hex digits, positive serial prefix; a user's epoch is validated and kept", () => {
+  for (let i = 0; i < 200; i++) {
+    const e = newCertEpoch();
+    assert.ok(isCertEpoch(e), e);
+  }
+  assert.ok(serialInEpoch("1A2B3C4D5E6F7419DBC8100988F919CD", "1a2b3c4d5e6f"));
+  assert.ok(serialInEpoch("1A:2B:3C:4D:5E:6F:74:19", "1a2b3c4d5e6f"));
+  assert.ok(!serialInEpoch("2A2B3C4D5E6F7419DBC8100988F919CD", "1a2b3c4d5e6f"));
+  assert.ok(serialInEpoch("anything", undefined), "records from before epochs check names only");
+  const where = "/etc/tower/registry.yaml";
+  const read = validateRegistry({ users: [{ name: "u", groups: [], certEpoch: "1a2b3c4d5e6f" }] }, where);
+  assert.equal(read.users[0]!.certEpoch, "1a2b3c4d5e6f");
+  for (const bad of ["0a2b3c4d5e6f", "1A2B3C4D5E6F", "1a2b", 12]) {
+    expectConfigError(
+      () => validateRegistry({ users: [{ name: "u", groups: [], certEpoch: bad }] }, where),
+      "users[0].certEpoch of 'u' must be 12 hex digits",
+    );
+  }
 });
