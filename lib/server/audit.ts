@@ -23,6 +23,8 @@ export interface AuditEntry {
   upgraded?: boolean;
   error?: string;
   remote?: string | undefined;
+  /** Why the hub cut this request or stream off: its user was removed, or their credentials or access revoked. */
+  revoked?: string;
 }
 
 /** Where audit lines go. */

@@ -19,6 +19,7 @@ import { FileReplicaLeases, type RegistryData } from "../registry/mod.ts";
 import { acceptTunnel, maxReplicas, SshHub, tunnelWebSocketServer } from "../tunnel/mod.ts";
 import { ClusterSessions } from "./cluster_sessions.ts";
 import { agentAuthenticator } from "./agent_auth.ts";
+import { OpenStreams } from "./open_streams.ts";
 import { dataPaths, loadCa, loadHostKey, loadPeerCa, loadServingCert, openDataDir } from "./data_dir.ts";
 import { answer, type FrontDoor, refuseUpgrade, startFrontDoor } from "./front_door.ts";
 import { type ForwardListener, type ForwardRule, startForward } from "./tcp_forward.ts";
@@ -160,7 +161,8 @@ export async function startHub(config: HubConfig): Promise<Hub> {
     ...(config.oidc?.length ? { oidc: new OidcVerifier(config.oidc, log) } : {}),
     log,
   });
-  const kube = kubeProxy({ sessions, registry: () => registry, users, audit, log });
+  const streams = new OpenStreams();
+  const kube = kubeProxy({ sessions, registry: () => registry, users, audit, log, streams });
   const wss = tunnelWebSocketServer();
   let closing = false;
   const frontDoor = await startFrontDoor({
@@ -241,6 +243,12 @@ export async function startHub(config: HubConfig): Promise<Hub> {
     const before = new Map(registry.clusters.map((c) => [c.name, c.tokenHash]));
     const labelsBefore = new Map(registry.clusters.map((c) => [c.name, JSON.stringify(c.labels ?? {})]));
     registry = next;
+    const revoked = streams.revoke(next);
+    if (revoked.length) {
+      const reasons: Record<string, number> = {};
+      for (const r of revoked) reasons[r] = (reasons[r] ?? 0) + 1;
+      log.info("streams closed by a registry change", { count: revoked.length, reasons });
+    }
     for (const c of next.clusters) {
       const labels = JSON.stringify(c.labels ?? {});
       if (labelsBefore.has(c.name) && labelsBefore.get(c.name) !== labels) {

@@ -29,6 +29,7 @@ import { type ClusterSessions, NoAgentError, UnsuitableAgentError } from "./clus
 import { type Identity, mayReach, type UserAuthenticator } from "./user_auth.ts";
 import { ChannelReserve, discard, KeepAliveChannels, oneShotAgent } from "./channel_reserve.ts";
 import type { AuditLog } from "./audit.ts";
+import { credentialStamp, type OpenStreams } from "./open_streams.ts";
 
 /** Header telling the agent which identity mode a request uses. */
 export const authModeHeader = "x-tower-auth-mode";
@@ -40,6 +41,8 @@ export interface KubeProxyDeps {
   users: UserAuthenticator;
   audit: AuditLog;
   log: Logger;
+  /** Requests in flight, closed when a registry change revokes them. */
+  streams: OpenStreams;
 }
 
 /** An admitted request: who sent it and how to reach its target. */
@@ -218,7 +221,13 @@ export function kubeProxy(deps: KubeProxyDeps): {
   ): Promise<{ who: Identity; mode: AuthMode }> => {
     const registry = deps.registry();
     const record: ClusterRecord | undefined = registry.clusters.find((c) => c.name === r.cluster);
-    if (!record) throw new Refusal(404, `cluster '${r.cluster}' is not registered on this hub`);
+    if (!record) {
+      // Only a known caller learns that a name is not registered: anonymous callers get 401 for every
+      // name, so cluster names cannot be enumerated.
+      const auth = await deps.users.authenticate(req, registry);
+      if (!auth.ok) throw new Refusal(401, `Unauthorized: ${auth.reason}`);
+      throw new Refusal(404, `cluster '${r.cluster}' is not registered on this hub`, auth.identity);
+    }
     const mode: AuthMode = record.mode ?? "impersonate";
     // A passthrough cluster's Authorization header is the cluster's; Service paths never pass it on.
     const auth = await deps.users.authenticate(req, registry, mode === "passthrough" && !r.service);
@@ -346,6 +355,21 @@ export function kubeProxy(deps: KubeProxyDeps): {
     }
   };
 
+  /** Tracks a request until it ends; `end` cuts it off when a registry change revokes it. */
+  const tracked = (r: KubeRoute, who: Identity, end: () => void) => {
+    let revoked: string | undefined;
+    const untrack = deps.streams.track({
+      who,
+      cluster: r.cluster,
+      credential: credentialStamp(who, deps.registry()),
+      close: (reason) => {
+        revoked = reason;
+        end();
+      },
+    });
+    return { untrack, revoked: () => revoked };
+  };
+
   const targetHeaders = (req: http.IncomingMessage, r: KubeRoute, mode: AuthMode, who: Identity) =>
     r.service ? serviceHeaders(req.rawHeaders, r.service) : identityHeaders(req.rawHeaders, mode, who);
 
@@ -356,6 +380,7 @@ export function kubeProxy(deps: KubeProxyDeps): {
     outcome: Pick<ProxyOutcome, "status" | "bytesIn" | "bytesOut" | "upgraded" | "error">,
     who?: Identity,
     agent?: AgentConnection,
+    revoked?: string,
   ) => {
     const [rest, q = ""] = r.path.split("?");
     const svc = r.service;
@@ -377,6 +402,7 @@ export function kubeProxy(deps: KubeProxyDeps): {
       remote: r.remote,
       ...(outcome.upgraded ? { upgraded: true } : {}),
       ...(outcome.error ? { error: outcome.error } : {}),
+      ...(revoked ? { revoked } : {}),
     });
   };
 
@@ -419,12 +445,21 @@ export function kubeProxy(deps: KubeProxyDeps): {
       if (!kr.service) {
         const keptAlive = async () => {
           const { who, mode } = await authorize(req, kr);
-          return { who, ...await proxyKeptAlive(req, res, kr, who, mode) };
+          const t = tracked(kr, who, () => res.destroy());
+          try {
+            return { who, ...await proxyKeptAlive(req, res, kr, who, mode), revoked: t.revoked() };
+          } finally {
+            t.untrack();
+          }
         };
-        keptAlive().then(({ who, outcome, agent }) => audit(req, kr, started, outcome, who, agent), refused);
+        keptAlive().then(
+          ({ who, outcome, agent, revoked }) => audit(req, kr, started, outcome, who, agent, revoked),
+          refused,
+        );
         return true;
       }
       admit(req, kr).then(async (a) => {
+        const t = tracked(kr, a.who, () => res.destroy());
         const outcome = await proxyRequest(
           req,
           res,
@@ -432,8 +467,9 @@ export function kubeProxy(deps: KubeProxyDeps): {
           a.upstream,
           (e) => sendStatus(res, 502, `cluster '${kr.cluster}': ${e.message}`),
         );
+        t.untrack();
         a.release();
-        audit(req, kr, started, outcome, a.who, a.carrier());
+        audit(req, kr, started, outcome, a.who, a.carrier(), t.revoked());
       }, refused);
       return true;
     },
@@ -453,13 +489,15 @@ export function kubeProxy(deps: KubeProxyDeps): {
       const kr = r;
       admit(req, kr).then(async (a) => {
         const { who, agent } = { who: a.who, agent: a.carrier() };
+        const t = tracked(kr, who, () => socket.destroy());
         if (kr.service && (req.headers.upgrade ?? "").toLowerCase() === eofFramedUpgrade) {
           // A TCP stream to the Service port (`main_server.ts forward`): answer the upgrade, then splice.
           socket.write(
             `HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: ${eofFramedUpgrade}\r\n\r\n`,
           );
           if (head.length) socket.unshift(head);
-          splice(eofFramed(socket), a.channel, (stats) =>
+          splice(eofFramed(socket), a.channel, (stats) => {
+            t.untrack();
             audit(
               req,
               kr,
@@ -473,7 +511,9 @@ export function kubeProxy(deps: KubeProxyDeps): {
               },
               who,
               agent,
-            ));
+              t.revoked(),
+            );
+          });
           return;
         }
         const outcome = await proxyUpgrade(
@@ -484,8 +524,9 @@ export function kubeProxy(deps: KubeProxyDeps): {
           a.upstream,
           (e) => refuse(502, `cluster '${kr.cluster}': ${e.message}`),
         );
+        t.untrack();
         a.release();
-        audit(req, kr, started, outcome, who, agent);
+        audit(req, kr, started, outcome, who, agent, t.revoked());
       }, (e: Error) => {
         const code = e instanceof Refusal ? e.code : 500;
         refuse(code, e.message);

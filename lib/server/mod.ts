@@ -24,8 +24,8 @@ export {
   type OidcKubeconfigOptions,
   readRegistry,
   removeUser,
-  setCertTtls,
   revokeUserCerts,
+  setCertTtls,
   userKubeconfig,
 } from "./user_admin.ts";
 export {

@@ -62,7 +62,7 @@ export interface LeafRequest {
   /** `peer`: a hub replica's certificate on the peer link, for both ends (server and client auth). */
   usage: "server" | "client" | "peer";
   /** How long it is valid from now, in milliseconds. */
-  validMs: number;  /** Hex digits the serial number starts with (a user's certificate epoch). */
+  validMs: number; /** Hex digits the serial number starts with (a user's certificate epoch). */
   serialPrefix?: string;
 }
 
