@@ -1,11 +1,13 @@
 /**
  * The agent's `kubernetes` endpoint: it terminates HTTP/1.1 on each channel from the hub and proxies to
  * the cluster's kube-apiserver over TLS (cluster CA), adding its own ServiceAccount token in impersonate
- * mode. Cluster credentials never leave the cluster. The token file is re-read so rotation works.
+ * mode. Cluster credentials never leave the cluster. The token file is re-read in the background so
+ * rotation works and no request waits on the disk.
  * @module
  */
 
 import http from "node:http";
+import net from "node:net";
 import https from "node:https";
 import type { Duplex } from "node:stream";
 import { Buffer } from "node:buffer";
@@ -13,6 +15,7 @@ import type { Logger } from "../log/log.ts";
 import type { Endpoint } from "../tunnel/mod.ts";
 import { endToEndHeaders, isUpgrade, proxyRequest, proxyUpgrade, type Upstream } from "../proxy/mod.ts";
 import { kubeStatusText, refuseWithStatus } from "../kube/status.ts";
+import { TokenFile } from "./token_file.ts";
 
 /** How the hub passes identity; the agent decides which it accepts. */
 export type AuthMode = "impersonate" | "passthrough";
@@ -34,22 +37,7 @@ const modeHeader = "x-tower-auth-mode";
 
 /** Builds the endpoint. */
 export function kubeEndpoint(cfg: KubeEndpointConfig): Endpoint & { close(): void } {
-  const refreshMs = cfg.tokenRefreshMs ?? 5000;
-  let token = "";
-  let readAt = 0;
-  const currentToken = () => {
-    const now = Date.now();
-    if (now - readAt > refreshMs || !token) {
-      try {
-        token = Deno.readTextFileSync(cfg.tokenFile).trim();
-        readAt = now;
-      } catch (e) {
-        cfg.log.error("service account token unreadable", { file: cfg.tokenFile, error: e });
-        if (!token) throw e;
-      }
-    }
-    return token;
-  };
+  const token = new TokenFile(cfg.tokenFile, cfg.tokenRefreshMs ?? 5000, cfg.log);
 
   // Kept-alive TLS connections to the API server, shared by every channel.
   const pool = new https.Agent({ keepAlive: true, maxSockets: 512, ca: cfg.caPem });
@@ -63,7 +51,8 @@ export function kubeEndpoint(cfg: KubeEndpointConfig): Endpoint & { close(): voi
         ...o,
         agent: pool,
         ca: cfg.caPem,
-        servername: /^[\d.]+$/.test(host) ? undefined : host,
+        // SNI carries names only (RFC 6066): never an IPv4 or IPv6 literal.
+        servername: net.isIP(host) ? undefined : host,
       });
       r.on("socket", (s) => (s as import("node:net").Socket).setNoDelay?.(true));
       return Promise.resolve(r);
@@ -91,7 +80,7 @@ export function kubeEndpoint(cfg: KubeEndpointConfig): Endpoint & { close(): voi
       if (!headers["impersonate-user"]) {
         return { refuse: [400, "impersonate mode request without Impersonate-User"] };
       }
-      headers.authorization = `Bearer ${currentToken()}`;
+      headers.authorization = `Bearer ${token.current()}`;
     }
     return { headers };
   };
@@ -136,7 +125,11 @@ export function kubeEndpoint(cfg: KubeEndpointConfig): Endpoint & { close(): voi
   server.timeout = 0;
 
   return {
-    open: () => Promise.resolve((channel: Duplex) => void server.emit("connection", channel)),
+    // The first channel waits for the first read of the token; later ones never touch the disk.
+    open: async () => {
+      await token.ready();
+      return (channel: Duplex) => void server.emit("connection", channel);
+    },
     close: () => {
       pool.destroy();
       server.close();

@@ -17,7 +17,8 @@ export interface ApiAccess {
 }
 
 /** A client config for `access`, with the token as it is now on disk. */
-export function kubeConfigFor(access: ApiAccess): k8s.KubeConfig {
+export async function kubeConfigFor(access: ApiAccess): Promise<k8s.KubeConfig> {
+  const token = (await Deno.readTextFile(access.tokenFile)).trim();
   const kc = new k8s.KubeConfig();
   kc.loadFromOptions({
     clusters: [{
@@ -25,7 +26,7 @@ export function kubeConfigFor(access: ApiAccess): k8s.KubeConfig {
       server: access.apiserver.toString().replace(/\/$/, ""),
       caData: btoa(access.caPem),
     }],
-    users: [{ name: "agent", token: Deno.readTextFileSync(access.tokenFile).trim() }],
+    users: [{ name: "agent", token }],
     contexts: [{ name: "agent", cluster: "cluster", user: "agent" }],
     currentContext: "agent",
   });
@@ -55,7 +56,7 @@ export class ServiceCatalog {
 
   /** Starts both informers; resolves once both have listed. */
   async start(): Promise<void> {
-    const kc = kubeConfigFor(this.#access);
+    const kc = await kubeConfigFor(this.#access);
     const core = kc.makeApiClient(k8s.CoreV1Api);
     const discovery = kc.makeApiClient(k8s.DiscoveryV1Api);
     this.#services = k8s.makeInformer(kc, "/api/v1/services", () => core.listServiceForAllNamespaces());

@@ -181,7 +181,7 @@ export function startServiceController(opts: ServiceControllerOptions): () => vo
     ingress: k8s.V1LoadBalancerIngress[],
     condition: k8s.V1Condition,
   ) => {
-    const core = kubeConfigFor(opts.access).makeApiClient(k8s.CoreV1Api);
+    const core = (await kubeConfigFor(opts.access)).makeApiClient(k8s.CoreV1Api);
     for (let attempt = 0;; attempt++) {
       const fresh = await core.readNamespacedServiceStatus({ name, namespace });
       const conditions = (fresh.status?.conditions ?? []).filter((c) => c.type !== condition.type);
@@ -197,7 +197,7 @@ export function startServiceController(opts: ServiceControllerOptions): () => vo
   };
 
   const emitEvent = async (svc: k8s.V1Service, reason: string, message: string) => {
-    const core = kubeConfigFor(opts.access).makeApiClient(k8s.CoreV1Api);
+    const core = (await kubeConfigFor(opts.access)).makeApiClient(k8s.CoreV1Api);
     const now = new Date();
     await core.createNamespacedEvent({
       namespace: svc.metadata!.namespace!,
