@@ -195,7 +195,7 @@ export function startAgent(cfg: AgentConfig, log: Logger): Agent {
     for (const [name, ep] of endpoints) await session.publish(name, ep);
     for (const h of connectedHandlers) h();
     alog.info("connected to hub", {
-      hub: cfg.hubUrl.toString(),
+      hub: redactUrl(cfg.hubUrl.toString()),
       via: proxy ? redactUrl(proxy.toString()) : "direct",
       replica: hello.replica,
       replicas: hello.replicas,
@@ -254,7 +254,11 @@ export function startAgent(cfg: AgentConfig, log: Logger): Agent {
           if (refusals >= loudAfterRefusals) alog.error("hub keeps refusing this agent", fields);
           else alog.warn("hub refused this agent", fields);
         } else {
-          alog.warn("cannot reach hub", { hub: cfg.hubUrl.toString(), error: e, tunnels: tunnels.size });
+          alog.warn("cannot reach hub", {
+            hub: redactUrl(cfg.hubUrl.toString()),
+            error: e,
+            tunnels: tunnels.size,
+          });
         }
         needDelay = true;
       }

@@ -12,7 +12,7 @@ import {
   parseFlags,
   parseHostPort,
 } from "../config/mod.ts";
-import { checkFingerprint, type ProxyEnv } from "../tunnel/mod.ts";
+import { checkFingerprint, type ProxyEnv, redactUrl } from "../tunnel/mod.ts";
 import type { AuthMode } from "./kube_endpoint.ts";
 import type { ServiceAllowlist } from "./service_controller.ts";
 
@@ -132,7 +132,7 @@ export async function loadAgentConfig(
     throw new ConfigError(`--hub '${hubText}' is not a URL`);
   }
   if (hubUrl.protocol !== "ws:" && hubUrl.protocol !== "wss:") {
-    throw new ConfigError(`--hub '${hubText}' must start with ws:// or wss://`);
+    throw new ConfigError(`--hub '${redactUrl(hubText)}' must start with ws:// or wss://`);
   }
   if (hubUrl.pathname === "/") hubUrl.pathname = "/tunnel";
 

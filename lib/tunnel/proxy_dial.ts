@@ -55,7 +55,11 @@ export function bypassesProxy(target: URL, noProxy: string): boolean {
 export function redactUrl(raw: string): string {
   try {
     const u = new URL(raw.includes("://") ? raw : `http://${raw}`);
-    if (u.password) u.password = "***";
+    // Userinfo may be a credential, whichever half it is in.
+    if (u.username || u.password) {
+      u.username = "***";
+      u.password = "";
+    }
     return u.toString();
   } catch {
     return "<unparseable>";

@@ -35,18 +35,19 @@ Deno.test("proxyFor: an https:// proxy is refused with a clear ConfigError that 
   expectConfigError(
     () => proxyFor(wss, { httpsProxy: "https://user:hunter2@proxy:3128" }),
     "only http:// proxies (HTTP CONNECT) are supported",
-    "user:***@proxy:3128",
+    "https://***@proxy:3128",
     /^(?!.*hunter2)/s, // and never the password
   );
   assert.throws(() => proxyFor(wss, { httpsProxy: "socks5://proxy:1080" }), ConfigError);
   expectConfigError(() => proxyFor(wss, { httpsProxy: "http://[bad" }), "is not a URL");
 });
 
-Deno.test("redactUrl hides passwords and keeps the rest", () => {
-  assert.equal(redactUrl("http://user:secret@proxy:3128"), "http://user:***@proxy:3128/");
-  assert.equal(redactUrl("user:secret@proxy:3128"), "http://user:***@proxy:3128/");
+Deno.test("redactUrl hides userinfo and keeps the rest", () => {
+  assert.equal(redactUrl("http://user:secret@proxy:3128"), "http://***@proxy:3128/");
+  assert.equal(redactUrl("user:secret@proxy:3128"), "http://***@proxy:3128/");
   assert.equal(redactUrl("http://proxy:3128"), "http://proxy:3128/");
-  assert.equal(redactUrl("http://user@proxy:3128"), "http://user@proxy:3128/");
+  assert.equal(redactUrl("http://tokenish@proxy:3128"), "http://***@proxy:3128/");
+  assert.equal(redactUrl("wss://a:b@hub.example:8443/tunnel"), "wss://***@hub.example:8443/tunnel");
   assert.equal(redactUrl("http://[bad"), "<unparseable>");
 });
 
