@@ -66,12 +66,12 @@ const usage = `Tower hub
 Usage:
   main_server.ts serve [flags]               run the hub
   main_server.ts fingerprint                 print the hub's SSH host key fingerprint
-  main_server.ts cluster add NAME [--hub-url wss://HOST:PORT/tunnel] [--mode impersonate|passthrough] [--port P]
-                        [--label KEY=VALUE]…
+  main_server.ts cluster add NAME [--token-file FILE] [--hub-url wss://HOST:PORT/tunnel] [--mode impersonate|passthrough]
+                        [--port P] [--label KEY=VALUE]…   (--token-file: the token goes to FILE, mode 0600, not the screen)
   main_server.ts cluster list
   main_server.ts cluster label NAME KEY=VALUE|KEY-…   set or remove labels (access rules select by them)
   main_server.ts cluster remove NAME
-  main_server.ts cluster rotate-token NAME
+  main_server.ts cluster rotate-token NAME [--token-file FILE]
   main_server.ts user add NAME [--group G]… [--extra KEY=VALUE]… [--token]
                         add a hub user (--token: print a bearer token; --extra: sent as Impersonate-Extra-KEY)
   main_server.ts user list | remove NAME
@@ -142,15 +142,34 @@ function dataDirOf(flag: unknown): string {
 }
 
 function printIssued(t: IssuedToken, what: string): void {
+  const facts = `Hub: ${t.hubUrl}    fingerprint: ${t.fingerprint}    CA: ${t.caFile}`;
+  if (t.tokenFile) {
+    // The token stays off the terminal (and out of scrollback and logs): only the file has it.
+    return console.log(`${what} '${t.cluster}'.
+
+Join token written to ${t.tokenFile} (mode 0600; the hub keeps only its hash).
+
+${facts}
+
+Run an agent by hand:
+  ${t.agentCommand}
+
+Or deploy it into the cluster: apply this (kubectl apply -f -), then make its Secret from the file:
+  kubectl -n tower-system create secret generic tower-agent --from-file=token=${t.tokenFile} --from-file=hub-ca.crt=${t.caFile}
+---
+${t.manifest}`);
+  }
   console.log(`${what} '${t.cluster}'.
 
 Join token (shown once; the hub keeps only its hash):
   ${t.token}
 
-Hub: ${t.hubUrl}    fingerprint: ${t.fingerprint}    CA: ${t.caFile}
+${facts}
 
-Run an agent by hand:
+Run an agent by hand, with the token in a file only you can read (--token-file FILE writes one):
   ${t.agentCommand}
+or with the token in the environment (it lands in shell history):
+  ${t.agentEnvCommand}
 
 Or deploy it into the cluster (kubectl apply -f -):
 ---
@@ -305,6 +324,7 @@ async function cluster(args: string[]): Promise<void> {
   const { values, positionals } = parseFlags(rest, {
     "data-dir": { type: "string" },
     "hub-url": { type: "string" },
+    "token-file": { type: "string" },
     mode: { type: "string" },
     port: { type: "string" },
     label: { type: "string", multiple: true, default: [] },
@@ -333,11 +353,15 @@ async function cluster(args: string[]): Promise<void> {
         mode,
         port,
         labels: applyLabelEdits({}, edits),
+        tokenFile: values["token-file"] as string | undefined,
       });
       return printIssued(issued, "Added cluster");
     }
     case "rotate-token":
-      return printIssued(await rotateToken(dataDir, needName()), "New token for cluster");
+      return printIssued(
+        await rotateToken(dataDir, needName(), values["token-file"] as string | undefined),
+        "New token for cluster",
+      );
     case "label": {
       if (!name) throw new ConfigError("cluster label takes NAME and then KEY=VALUE or KEY- edits");
       const labels = await labelCluster(

@@ -27,8 +27,13 @@ export interface IssuedToken {
   hubUrl: string;
   fingerprint: string;
   caFile: string;
+  /** The agent command that reads the token from a file (`TOKEN_FILE` when none was written). */
   agentCommand: string;
+  /** The same with the token in the environment (it may land in shell history). */
+  agentEnvCommand: string;
   manifest: string;
+  /** Where the token was written (mode 0600), when asked to. */
+  tokenFile?: string;
 }
 
 async function issue(
@@ -36,6 +41,7 @@ async function issue(
   cluster: string,
   token: string,
   hubUrlFlag?: string,
+  tokenFile?: string,
 ): Promise<IssuedToken> {
   const registry = await openDataDir(dataDir);
   const { fingerprint } = await loadHostKey(dataDir);
@@ -43,17 +49,49 @@ async function issue(
   const hubUrl = hubUrlFlag ?? (await registry.read()).settings.publicUrl ??
     `wss://${hostname()}:8443/tunnel`;
   const caFile = dataPaths(dataDir).caCert;
-  const agentCommand = [
-    `TOWER_TOKEN='${token}'`,
-    "deno run -P=agent main_agent.ts",
+  const flags = [
     `--hub ${hubUrl}`,
     `--cluster ${cluster}`,
     `--hub-fingerprint ${fingerprint}`,
     ...(hubUrl.startsWith("wss:") ? [`--ca-file ${caFile}`] : []),
     "--kubernetes",
-  ].join(" ");
-  const manifest = agentManifest({ cluster, hubUrl, fingerprint, token, caPem: ca.cert });
-  return { cluster, token, hubUrl, fingerprint, caFile, agentCommand, manifest };
+  ];
+  if (tokenFile) await writeTokenFile(tokenFile, token);
+  const agentCommand = [
+    "deno run -P=agent main_agent.ts",
+    `--token-file ${tokenFile ?? "TOKEN_FILE"}`,
+    ...flags,
+  ]
+    .join(" ");
+  const agentEnvCommand = [`TOWER_TOKEN='${token}'`, "deno run -P=agent main_agent.ts", ...flags].join(" ");
+  const manifest = agentManifest({
+    cluster,
+    hubUrl,
+    fingerprint,
+    token: tokenFile ? undefined : token,
+    caPem: ca.cert,
+  });
+  return {
+    cluster,
+    token,
+    hubUrl,
+    fingerprint,
+    caFile,
+    agentCommand,
+    agentEnvCommand,
+    manifest,
+    ...(tokenFile ? { tokenFile } : {}),
+  };
+}
+
+/** Writes a token to a file only its owner can read (an existing file is narrowed to 0600 first). */
+async function writeTokenFile(path: string, token: string): Promise<void> {
+  try {
+    await Deno.chmod(path, 0o600);
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  await Deno.writeTextFile(path, token + "\n", { mode: 0o600 });
 }
 
 function checkHubUrl(url: string | undefined): string | undefined {
@@ -69,6 +107,8 @@ export interface ClusterOptions {
   port?: number | undefined;
   /** Labels for access rules' cluster selectors. */
   labels?: Record<string, string> | undefined;
+  /** Write the token to this file (mode 0600) instead of printing it. */
+  tokenFile?: string | undefined;
 }
 
 /** Adds a cluster and returns its new token (shown once) with ready-to-use agent instructions. */
@@ -103,11 +143,11 @@ export async function addCluster(
     });
     if (hubUrl) data.settings.publicUrl = hubUrl;
   });
-  return await issue(dataDir, name, token, hubUrl);
+  return await issue(dataDir, name, token, hubUrl, opts.tokenFile);
 }
 
 /** Replaces a cluster's token; sessions that used the old one are closed by the hub. */
-export async function rotateToken(dataDir: string, name: string): Promise<IssuedToken> {
+export async function rotateToken(dataDir: string, name: string, tokenFile?: string): Promise<IssuedToken> {
   checkClusterName(name);
   const registry = await openDataDir(dataDir);
   const token = newToken();
@@ -117,7 +157,7 @@ export async function rotateToken(dataDir: string, name: string): Promise<Issued
     c.tokenHash = hashToken(token);
     c.tokenRotatedAt = new Date().toISOString();
   });
-  return await issue(dataDir, name, token);
+  return await issue(dataDir, name, token, undefined, tokenFile);
 }
 
 /**

@@ -1,7 +1,7 @@
 /**
  * The Kubernetes manifest `cluster add` prints. It is made of the very files in deploy/agent/ (which
  * the test harness applies to real clusters): rbac.yaml as is, deployment.yaml with its ConfigMap
- * filled in, plus a Secret with the join token and the hub CA.
+ * filled in, plus a Secret with the join token and the hub CA (left out when the token went to a file).
  * @module
  */
 
@@ -14,7 +14,8 @@ export interface AgentManifestInput {
   cluster: string;
   hubUrl: string;
   fingerprint: string;
-  token: string;
+  /** The join token; without it the Secret is left out (made from a token file instead). */
+  token?: string | undefined;
   caPem: string;
 }
 
@@ -41,6 +42,7 @@ export function agentManifest(input: AgentManifestInput): string {
     type: "Opaque",
     stringData: { token: input.token, "hub-ca.crt": input.caPem },
   };
-  return [rbacYaml.trimEnd(), ...[secret, ...docs].map((o) => YAML.stringify(o).trimEnd())].join("\n---\n") +
+  const objects = input.token === undefined ? docs : [secret, ...docs];
+  return [rbacYaml.trimEnd(), ...objects.map((o) => YAML.stringify(o).trimEnd())].join("\n---\n") +
     "\n";
 }

@@ -108,8 +108,14 @@ Deno.test("cluster add prints the token, an agent command and a complete manifes
     assert.match(r.stdout, /Join token \(shown once; the hub keeps only its hash\):\n {2}tower_/);
     assert.equal(caFile, join(dir, "ca.crt"));
 
-    // The command a person can paste.
-    const command = r.stdout.split("\n").find((l) => l.includes("main_agent.ts"))!;
+    // The commands a person can paste: the token-file form first, then the environment form.
+    const commands = r.stdout.split("\n").filter((l) => l.includes("main_agent.ts"));
+    assert.equal(commands.length, 2, r.stdout);
+    assert.ok(
+      commands[0]!.includes("--token-file TOKEN_FILE") && !commands[0]!.includes(token),
+      commands[0]!,
+    );
+    const command = commands[1]!;
     assert.ok(command.includes(`TOWER_TOKEN='${token}'`), command);
     assert.ok(command.includes("--cluster prod"), command);
     assert.ok(command.includes(`--hub-fingerprint ${fingerprint}`), command);
@@ -411,4 +417,32 @@ Deno.test("cluster rotate-token on a running hub drops and refuses the old token
     added = await addCluster(dir, "prod");
     other = await addCluster(dir, "other");
   }, ["--forward", `127.0.0.1:${port}=other/echo`]);
+});
+
+Deno.test("cluster add --token-file writes the token to a 0600 file and never prints it", async () => {
+  await withDir(async (dir) => {
+    const file = join(dir, "edge.token");
+    // An existing file with wider rights is narrowed before the token goes in.
+    await Deno.writeTextFile(file, "old", { mode: 0o644 });
+    const r = await cluster(dir, "add", "edge", "--token-file", file);
+    assert.equal(r.code, 0, r.stderr);
+    const token = (await Deno.readTextFile(file)).trim();
+    assert.match(token, /^tower_[A-Za-z0-9_-]{43}$/);
+    assert.equal((await Deno.stat(file)).mode! & 0o777, 0o600);
+    assert.ok(!r.stdout.includes(token), "the token reached stdout");
+    assert.match(r.stdout, new RegExp(`Join token written to ${file} \\(mode 0600`));
+    const command = r.stdout.split("\n").find((l) => l.includes("main_agent.ts"))!;
+    assert.ok(command.includes(`--token-file ${file}`), command);
+    // The manifest has no Secret; the printed kubectl line makes it from the file.
+    const manifestText = r.stdout.split("\n---\n").slice(1).join("\n---\n");
+    const kinds = YAML.parseAllDocuments(manifestText).map((d) => (d.toJSON() as { kind?: string })?.kind);
+    assert.ok(kinds.includes("Deployment") && !kinds.includes("Secret"), kinds.join());
+    assert.match(r.stdout, new RegExp(`create secret generic tower-agent --from-file=token=${file}`));
+    // rotate-token takes the same flag; the agent command line reads the new token.
+    const rotated = await cluster(dir, "rotate-token", "edge", "--token-file", file);
+    assert.equal(rotated.code, 0, rotated.stderr);
+    const next = (await Deno.readTextFile(file)).trim();
+    assert.notEqual(next, token);
+    assert.ok(!rotated.stdout.includes(next));
+  });
 });
