@@ -8,7 +8,9 @@ import { join } from "node:path";
 import { hostname } from "node:os";
 // @ts-types="@types/ssh2"
 import ssh2 from "ssh2";
-import { type CertPair, createCa, issueLeaf } from "./tls_material.ts";
+import net from "node:net";
+import { certNames, type CertPair, createCa, issueLeaf } from "./tls_material.ts";
+import { ConfigError } from "../config/mod.ts";
 import { FileRegistry } from "../registry/mod.ts";
 import { fingerprintOfKey } from "../tunnel/mod.ts";
 
@@ -76,33 +78,52 @@ export async function loadHostKey(dir: string): Promise<{ key: string; fingerpri
   return { key, fingerprint: fingerprintOfKey(key) };
 }
 
-/** The hub CA, created on first use. */
-export async function loadCa(dir: string): Promise<CertPair> {
-  const p = dataPaths(dir);
-  const [cert, key] = [await readIfExists(p.caCert), await readIfExists(p.caKey)];
+/**
+ * A CA kept as `certPath` and `keyPath`, created on first use. Half a CA is refused: a new one would
+ * silently break everything the old one signed or pinned.
+ */
+async function loadOrCreateCa(
+  dir: string,
+  certPath: string,
+  keyPath: string,
+  name: string,
+): Promise<CertPair> {
+  const [cert, key] = [await readIfExists(certPath), await readIfExists(keyPath)];
   if (cert && key) return { cert, key };
-  const ca = await createCa(`Tower hub CA (${hostname()})`);
-  await writeSecret(p.caKey, ca.key);
-  await writeSecret(p.caCert, ca.cert);
+  if (cert || key) {
+    const [have, missing] = cert ? [certPath, keyPath] : [keyPath, certPath];
+    throw new ConfigError(
+      `${missing} is missing but ${have} exists: restore ${missing} from a backup (a new CA would break ` +
+        `everything the old one signed: agents' CA files, kubeconfigs, peer certificates), or remove ${have} ` +
+        `too to start over with a new CA`,
+    );
+  }
+  await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
+  const ca = await createCa(`${name} (${hostname()})`);
+  await writeSecret(keyPath, ca.key);
+  await writeSecret(certPath, ca.cert);
   return ca;
+}
+
+/** The hub CA (agents' CA file, user client certificates), created on first use. */
+export function loadCa(dir: string): Promise<CertPair> {
+  const p = dataPaths(dir);
+  return loadOrCreateCa(dir, p.caCert, p.caKey, "Tower hub CA");
 }
 
 /**
  * The peer CA, created on first use: it signs only hub replicas' certificates for the peer link, never a
  * user's, so no credential a user can obtain is accepted there.
  */
-export async function loadPeerCa(dir: string): Promise<CertPair> {
+export function loadPeerCa(dir: string): Promise<CertPair> {
   const p = dataPaths(dir);
-  const [cert, key] = [await readIfExists(p.peerCaCert), await readIfExists(p.peerCaKey)];
-  if (cert && key) return { cert, key };
-  await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
-  const ca = await createCa(`Tower peer CA (${hostname()})`);
-  await writeSecret(p.peerCaKey, ca.key);
-  await writeSecret(p.peerCaCert, ca.cert);
-  return ca;
+  return loadOrCreateCa(dir, p.peerCaCert, p.peerCaKey, "Tower peer CA");
 }
 
-/** The serving certificate: user-supplied files, or one from the hub CA created on first use. */
+/**
+ * The serving certificate: user-supplied files, or one from the hub CA created on first use and issued
+ * again when it does not name every address asked for (`--name` values added later).
+ */
 export async function loadServingCert(
   dir: string,
   ca: CertPair,
@@ -117,19 +138,28 @@ export async function loadServingCert(
   }
   const p = dataPaths(dir);
   const [cert, key] = [await readIfExists(p.serverCert), await readIfExists(p.serverKey)];
-  if (cert && key) return { cert, key };
-  const ipish = (n: string) => /^[\d.]+$/.test(n) || n.includes(":");
   const names = [...new Set(["localhost", hostname(), ...extraNames])];
+  const dnsNames = names.filter((n) => !net.isIP(n));
+  const ipAddresses = [...new Set(["127.0.0.1", "::1", ...names.filter((n) => net.isIP(n))])];
+  if (cert && key) {
+    const has = new Set(certNames(cert));
+    if ([...dnsNames, ...ipAddresses].every((n) => has.has(canonicalName(n)))) return { cert, key };
+  }
   const leaf = await issueLeaf(ca, {
     commonName: "tower-hub",
-    dnsNames: names.filter((n) => !ipish(n)),
-    ipAddresses: [...new Set(["127.0.0.1", "::1", ...names.filter(ipish)])],
+    dnsNames,
+    ipAddresses,
     usage: "server",
     validMs: 825 * 86_400_000,
   });
   await writeSecret(p.serverKey, leaf.key);
   await writeSecret(p.serverCert, leaf.cert);
   return leaf;
+}
+
+/** A host name or address as certNames spells it: lower case, IPv6 in its shortest form. */
+function canonicalName(name: string): string {
+  return net.isIPv6(name) ? new URL(`http://[${name}]`).hostname.slice(1, -1) : name.toLowerCase();
 }
 
 /** Creates the data dir if needed and opens its registry. */

@@ -66,6 +66,16 @@ export interface LeafRequest {
   serialPrefix?: string;
 }
 
+/** The DNS names (lower case) and IP addresses (IPv6 in shortest form) a certificate's SAN names. */
+export function certNames(pem: string): string[] {
+  const san = new x509.X509Certificate(pem).getExtension(x509.SubjectAlternativeNameExtension);
+  return (san?.names.items ?? []).flatMap((n) => {
+    if (n.type === "dns") return [n.value.toLowerCase()];
+    if (n.type !== "ip") return [];
+    return [n.value.includes(":") ? new URL(`http://[${n.value}]`).hostname.slice(1, -1) : n.value];
+  });
+}
+
 /** A new leaf certificate signed by `ca`. */
 export async function issueLeaf(ca: CertPair, req: LeafRequest): Promise<CertPair> {
   const caCert = new x509.X509Certificate(ca.cert);
