@@ -8,7 +8,7 @@
 import { ConfigError, exitWithConfigError } from "./lib/config/mod.ts";
 import { logger, setLogLevel } from "./lib/log/log.ts";
 import { agentUsage, loadAgentConfig, startAgent } from "./lib/agent/mod.ts";
-import { HostKeyMismatchError } from "./lib/tunnel/mod.ts";
+import { HostKeyMismatchError, installSsh2Fixes } from "./lib/tunnel/mod.ts";
 
 if (import.meta.main) {
   if (Deno.args.includes("--help") || Deno.args.includes("-h")) {
@@ -19,6 +19,7 @@ if (import.meta.main) {
     const cfg = await loadAgentConfig(Deno.args, (name) => Deno.env.get(name));
     setLogLevel(cfg.logLevel);
     const log = logger({ component: "agent" });
+    installSsh2Fixes();
     const agent = startAgent(cfg, log);
     Deno.addSignalListener("SIGHUP", () => {
       log.info("SIGHUP: reconnecting now");

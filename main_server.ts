@@ -26,6 +26,7 @@ import {
   parseHostPort,
 } from "./lib/config/mod.ts";
 import { hostname } from "node:os";
+import { installSsh2Fixes } from "./lib/tunnel/mod.ts";
 import { applyLabelEdits, parseLabelEdit } from "./lib/registry/mod.ts";
 import { execCredential } from "./lib/client/exec_credential.ts";
 import { idToken } from "./lib/client/oidc_login.ts";
@@ -280,6 +281,7 @@ async function serve(args: string[]): Promise<void> {
     throw new ConfigError(`--peer-advertise '${advertise}' must be HOST:PORT, with --peer-listen`);
   }
   const log = logger({ component: "hub", replica: replicaId });
+  installSsh2Fixes();
   const hub = await startHub({
     oidc,
     dataDir: dataDirOf(values["data-dir"]),

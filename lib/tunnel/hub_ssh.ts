@@ -9,7 +9,6 @@
 import type { Duplex } from "node:stream";
 // @ts-types="@types/ssh2"
 import ssh2 from "ssh2";
-import "./ssh2_fixes.ts";
 import type { Logger } from "../log/log.ts";
 import { isEndpointName } from "../config/mod.ts";
 import { sshAlgorithms } from "./ssh_algorithms.ts";
