@@ -11,6 +11,7 @@
  * @module
  */
 
+import net from "node:net";
 import * as k8s from "@kubernetes/client-node";
 import type { Logger } from "../log/log.ts";
 import type { ControlMessage, Endpoint } from "../tunnel/mod.ts";
@@ -55,9 +56,59 @@ export interface LbService {
 }
 
 /** The hub's answer for one Service. */
-interface LbServiceStatus {
+export interface LbServiceStatus {
   service: string;
   ports: { port: number; protocol: "TCP" | "UDP"; publicPort?: number; error?: string }[];
+}
+
+/** Services an lb-status may name: as many as a cluster could sensibly expose. */
+const maxStatusServices = 10_000;
+
+/**
+ * Validates the hub's `lb-status` before any of it reaches a Service status: an address that is an IP or
+ * a DNS name, Services named `NS/NAME`, ports in range, short error texts. Undefined when malformed.
+ */
+export function parseLbStatus(
+  msg: Record<string, unknown>,
+): { address?: { ip?: string; hostname?: string }; services: LbServiceStatus[] } | undefined {
+  const port = (v: unknown) => Number.isInteger(v) && (v as number) >= 1 && (v as number) <= 65535;
+  let address: { ip?: string; hostname?: string } | undefined;
+  const a = msg.address as { ip?: unknown; hostname?: unknown } | undefined;
+  if (a !== undefined) {
+    if (!a || typeof a !== "object") return undefined;
+    if (typeof a.ip === "string" && net.isIP(a.ip)) address = { ip: a.ip };
+    else if (
+      typeof a.hostname === "string" && a.hostname.length <= 253 &&
+      /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/i.test(a.hostname)
+    ) address = { hostname: a.hostname };
+    else return undefined;
+  }
+  const raw = msg.services ?? [];
+  if (!Array.isArray(raw) || raw.length > maxStatusServices) return undefined;
+  const services: LbServiceStatus[] = [];
+  for (const s of raw) {
+    if (
+      !s || typeof s.service !== "string" ||
+      !/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\/[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(s.service)
+    ) {
+      return undefined;
+    }
+    if (!Array.isArray(s.ports) || s.ports.length > 1000) return undefined;
+    const ports: LbServiceStatus["ports"] = [];
+    for (const p of s.ports) {
+      if (!p || !port(p.port) || (p.protocol !== "TCP" && p.protocol !== "UDP")) return undefined;
+      if (p.publicPort !== undefined && !port(p.publicPort)) return undefined;
+      if (p.error !== undefined && (typeof p.error !== "string" || p.error.length > 1024)) return undefined;
+      ports.push({
+        port: p.port,
+        protocol: p.protocol,
+        ...(p.publicPort !== undefined ? { publicPort: p.publicPort } : {}),
+        ...(p.error !== undefined ? { error: p.error } : {}),
+      });
+    }
+    services.push({ service: s.service, ports });
+  }
+  return { ...(address ? { address } : {}), services };
 }
 
 /** Starts reconciling; returns a stop function. */
@@ -223,10 +274,14 @@ export function startServiceController(opts: ServiceControllerOptions): () => vo
 
   opts.hub.onControl((msg) => {
     if (msg.type !== "lb-status") return;
-    const a = msg.address as { ip?: string; hostname?: string } | undefined;
-    if (a) address = a.ip ? { ip: a.ip } : a.hostname ? { hostname: a.hostname } : {};
+    const parsed = parseLbStatus(msg);
+    if (!parsed) {
+      log.warn("malformed lb-status from the hub ignored");
+      return;
+    }
+    if (parsed.address) address = parsed.address;
     statuses.clear();
-    for (const st of (msg.services as LbServiceStatus[] | undefined) ?? []) {
+    for (const st of parsed.services) {
       statuses.set(st.service, st);
       void writeStatus(st);
     }

@@ -1,7 +1,7 @@
 /**
  * Two fixes to `ssh2`, written against {@link patchedSsh2Version} (the version deno.json pins). Both
  * touch its internals, so {@link installSsh2Fixes} refuses to run on another version, and
- * tests/tunnel/ssh2_fixes_test.ts (fix 1) and tests/tunnel/rogue_hub_test.ts (fix 2) fail when an
+ * tests/unit/tunnel/ssh2_fixes_test.ts (fix 1) and tests/tunnel/rogue_hub_test.ts (fix 2) fail when an
  * upgrade changes the behaviour they patch.
  *
  * 1. {@link installSsh2Fixes}, called once at start-up by both entrypoints:

@@ -7,7 +7,11 @@
 import assert from "node:assert/strict";
 import ssh2Package from "ssh2/package.json" with { type: "json" };
 import channelModule from "ssh2/lib/Channel.js";
-import { _shippedChannelDestroy, installSsh2Fixes, patchedSsh2Version } from "../../lib/tunnel/ssh2_fixes.ts";
+import {
+  _shippedChannelDestroy,
+  installSsh2Fixes,
+  patchedSsh2Version,
+} from "../../../lib/tunnel/ssh2_fixes.ts";
 
 /** A stand-in channel that records which of its methods were called. */
 function recorder(writableEnded: boolean) {
@@ -17,7 +21,7 @@ function recorder(writableEnded: boolean) {
 
 Deno.test("ssh2 is the version the fixes were written for, and installSsh2Fixes refuses any other", () => {
   assert.equal(ssh2Package.version, patchedSsh2Version, "check lib/tunnel/ssh2_fixes.ts, then move its pin");
-  const pin = JSON.parse(Deno.readTextFileSync(new URL("../../deno.json", import.meta.url))).imports.ssh2;
+  const pin = JSON.parse(Deno.readTextFileSync(new URL("../../../deno.json", import.meta.url))).imports.ssh2;
   assert.equal(pin, `npm:ssh2@${patchedSsh2Version}`, "deno.json and ssh2_fixes.ts pin the same version");
   assert.throws(() => installSsh2Fixes("1.18.0"), /ssh2 1\.18\.0 is in use, but .* was written for 1\.17\.0/);
 });
