@@ -97,8 +97,10 @@ function withService(r: KubeRoute): KubeRoute {
 function serviceHeaders(
   rawHeaders: string[],
   svc: NonNullable<KubeRoute["service"]>,
+  remote: string | undefined,
 ): http.OutgoingHttpHeaders {
   const headers = endToEndHeaders(rawHeaders);
+  forwardedFor(headers, remote);
   for (const name of Object.keys(headers)) {
     if (name.startsWith("impersonate-") || name.startsWith("x-tower-")) delete headers[name];
   }
@@ -142,13 +144,31 @@ function checkedPath(path: string): string {
   return path;
 }
 
-/** The headers sent to the agent: client credentials and impersonation stripped, hub identity added. */
+/**
+ * Appends the client's address to `X-Forwarded-For`, as the Kubernetes API server's own proxy does, so
+ * that the API server's audit (`sourceIPs`) and a Service's logs name the client and not the agent.
+ * Entries the client sent stay in front of it: only the last one is the hub's word.
+ */
+export function forwardedFor(headers: http.OutgoingHttpHeaders, remote: string | undefined): void {
+  if (!remote) return;
+  const client = remote.replace(/^::ffff:(?=\d+\.\d+\.\d+\.\d+$)/i, "");
+  const sent = headers["x-forwarded-for"];
+  const before = Array.isArray(sent) ? sent.join(", ") : sent === undefined ? "" : String(sent);
+  headers["x-forwarded-for"] = before.trim() ? `${before}, ${client}` : client;
+}
+
+/**
+ * The headers sent to the agent: client credentials and impersonation stripped, hub identity added, the
+ * client's address appended to `X-Forwarded-For`.
+ */
 export function identityHeaders(
   rawHeaders: string[],
   mode: AuthMode,
   who: Identity,
+  remote?: string,
 ): http.OutgoingHttpHeaders {
   const headers = endToEndHeaders(rawHeaders);
+  forwardedFor(headers, remote);
   for (const name of Object.keys(headers)) {
     if (name.startsWith("impersonate-") || name.startsWith("x-tower-")) delete headers[name];
   }
@@ -259,7 +279,7 @@ export function kubeProxy(deps: KubeProxyDeps): {
   ): Promise<{ outcome: ProxyOutcome; agent?: AgentConnection }> => {
     const outcome: ProxyOutcome = { status: 0, bytesIn: 0, bytesOut: 0, upgraded: false };
     const method = req.method ?? "GET";
-    const headers = identityHeaders(req.rawHeaders, mode, who);
+    const headers = identityHeaders(req.rawHeaders, mode, who, r.remote);
     const length = req.headers["content-length"];
     const hasBody = length !== undefined ? length !== "0" : req.headers["transfer-encoding"] !== undefined;
     const abort = new AbortController();
@@ -371,7 +391,9 @@ export function kubeProxy(deps: KubeProxyDeps): {
   };
 
   const targetHeaders = (req: http.IncomingMessage, r: KubeRoute, mode: AuthMode, who: Identity) =>
-    r.service ? serviceHeaders(req.rawHeaders, r.service) : identityHeaders(req.rawHeaders, mode, who);
+    r.service
+      ? serviceHeaders(req.rawHeaders, r.service, r.remote)
+      : identityHeaders(req.rawHeaders, mode, who, r.remote);
 
   const audit = (
     req: http.IncomingMessage,

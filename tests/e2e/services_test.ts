@@ -93,6 +93,8 @@ Deno.test("services: the hub's service path and `forward` reach allowed Services
       assert.equal(seen.path, "/some/path?x=1");
       assert.equal(seen.headers["x-app"], "kept");
       assert.equal(seen.headers.host, "hello.web.svc:80");
+      // The client's address, appended by the hub (the backend's own peer is the agent).
+      assert.equal(seen.headers["x-forwarded-for"], "127.0.0.1");
       for (const h of Object.keys(seen.headers)) {
         assert.ok(
           h !== "authorization" && !h.startsWith("impersonate-") && !h.startsWith("x-tower-"),
