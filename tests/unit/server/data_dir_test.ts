@@ -1,10 +1,10 @@
 /** The hub's data dir: half a CA is refused, and the serving certificate follows the names asked for. */
 
 import assert from "node:assert/strict";
-import { ConfigError } from "../../lib/config/mod.ts";
-import { dataPaths, loadCa, loadServingCert } from "../../lib/server/data_dir.ts";
-import { certNames } from "../../lib/server/tls_material.ts";
-import { scratchDir } from "../helpers/tower_procs.ts";
+import { ConfigError } from "../../../lib/config/mod.ts";
+import { dataPaths, loadCa, loadServingCert } from "../../../lib/server/data_dir.ts";
+import { certNames } from "../../../lib/server/tls_material.ts";
+import { scratchDir } from "../../helpers/tower_procs.ts";
 
 Deno.test("loadCa refuses a data dir with ca.crt but no ca.key (or the reverse) and leaves it as it was", async () => {
   const dir = await scratchDir("datadir");
