@@ -420,7 +420,7 @@ Deno.test("cluster rotate-token on a running hub drops and refuses the old token
 });
 
 Deno.test("cluster add --token-file writes the token to a 0600 file and never prints it", async () => {
-  await withDir(async (dir) => {
+  await withScratchDir("admin", async (dir) => {
     const file = join(dir, "edge.token");
     // An existing file with wider rights is narrowed before the token goes in.
     await Deno.writeTextFile(file, "old", { mode: 0o644 });
