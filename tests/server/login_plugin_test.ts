@@ -88,7 +88,7 @@ Deno.test("login plugin: browser login, cached token, refresh near expiry, devic
   try {
     const tls = await providerTls(dir);
     // ID tokens live a little longer than the plugin's renewal margin, so a refresh comes due quickly.
-    const ttlMs = renewBeforeMs + 8_000;
+    const ttlMs = renewBeforeMs + 20_000;
     idp = await startOidcProvider({
       dir,
       name: "corp",
