@@ -256,6 +256,13 @@ export function kubeProxy(deps: KubeProxyDeps): {
     if (!mayReach(who, r.cluster, registry)) {
       throw new Refusal(403, `user '${who.user}' may not reach cluster '${r.cluster}' through this hub`, who);
     }
+    if (!deps.streams.hasRoomFor(who.user)) {
+      throw new Refusal(
+        429,
+        `user '${who.user}' already has ${deps.streams.maxPerUser} requests open on this hub`,
+        who,
+      );
+    }
     return { who, mode };
   };
 

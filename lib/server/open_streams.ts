@@ -39,14 +39,44 @@ function revocationOf(s: OpenStream, registry: RegistryData): string | undefined
   return undefined;
 }
 
+/**
+ * Requests and streams one user may have open at once through one hub. Each holds an SSH channel to an
+ * agent (and, for an upgrade, a socket on the API server), so one user must not be able to take every
+ * channel of a cluster's agents. 500 is far above what a person or a controller needs (kubectl holds a
+ * handful; a controller one watch per resource type) and well below what an agent carries.
+ */
+export const maxOpenPerUser = 500;
+
 /** The open streams of one hub. Entries live as long as their connections, so the set is bounded by them. */
 export class OpenStreams {
   readonly #streams = new Set<OpenStream>();
+  readonly #perUser = new Map<string, number>();
+  readonly #closing = new WeakSet<OpenStream>();
+  /** Most requests one user may have open. */
+  readonly maxPerUser: number;
+
+  constructor(maxPerUser = maxOpenPerUser) {
+    this.maxPerUser = maxPerUser;
+  }
+
+  /** Whether `user` may open one more (below {@link OpenStreams.maxPerUser}). */
+  hasRoomFor(user: string): boolean {
+    return (this.#perUser.get(user) ?? 0) < this.maxPerUser;
+  }
 
   /** Tracks `s` until the returned function is called. */
   track(s: OpenStream): () => void {
     this.#streams.add(s);
-    return () => void this.#streams.delete(s);
+    this.#perUser.set(s.who.user, (this.#perUser.get(s.who.user) ?? 0) + 1);
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      this.#streams.delete(s);
+      const n = (this.#perUser.get(s.who.user) ?? 1) - 1;
+      if (n > 0) this.#perUser.set(s.who.user, n);
+      else this.#perUser.delete(s.who.user);
+    };
   }
 
   /** How many are open. */
@@ -59,8 +89,9 @@ export class OpenStreams {
     const closed: string[] = [];
     for (const s of [...this.#streams]) {
       const reason = revocationOf(s, registry);
-      if (!reason) continue;
-      this.#streams.delete(s);
+      if (!reason || this.#closing.has(s)) continue;
+      // It stays counted until it has ended (its untrack), but is closed only once.
+      this.#closing.add(s);
       closed.push(reason);
       s.close(reason);
     }
