@@ -46,7 +46,8 @@ elif command -v apt-get >/dev/null 2>&1; then
   step "Debian packages: installing ${missing[*]} (apt-get, a one-time cost)"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # One line a package as dpkg sets it up, so a long install (chromium) is visibly alive.
+  apt-get install -y -q --no-install-recommends "${missing[@]}" | { grep --line-buffered '^Setting up' || true; }
   step "Debian packages: installed ${missing[*]}"
 else
   echo "tower tests need these Debian packages, which are not installed: ${missing[*]}." \

@@ -110,6 +110,8 @@ if [ ${#todo[@]} -eq 0 ] && ! stages_missing; then
   exit 0
 fi
 
+# Go's own install place counts even when it is not on PATH (a fresh shell after unpacking Go's tarball).
+command -v go >/dev/null 2>&1 || [ ! -x /usr/local/go/bin/go ] || PATH=$PATH:/usr/local/go/bin
 if ! command -v go >/dev/null 2>&1; then
   if [ ${#todo[@]} -eq 0 ]; then
     # Only the stage YAML copy is missing: the harness can still read it from a Go module cache.
