@@ -28,9 +28,7 @@ import {
 import { hostname } from "node:os";
 import { installSsh2Fixes } from "./lib/tunnel/mod.ts";
 import { applyLabelEdits, parseLabelEdit } from "./lib/registry/mod.ts";
-import { execCredential } from "./lib/client/exec_credential.ts";
-import { idToken } from "./lib/client/oidc_login.ts";
-import { defaultCacheDir } from "./lib/client/token_cache.ts";
+import { defaultCacheDir, execCredential, idToken } from "./lib/client/mod.ts";
 import { logger, setLogLevel } from "./lib/log/log.ts";
 import {
   addCluster,
