@@ -11,7 +11,9 @@ import { isLongRunning } from "../kube/long_running.ts";
 import { InFlight } from "./in_flight.ts";
 import { drain, type DrainReport } from "./drain.ts";
 import { peerIdentity, type PeerListener, startPeerListener } from "./peer_link.ts";
-import { answerRouteLookups } from "./peer_routes.ts";
+import { answerRouteLookups, PeerRoutes } from "./peer_routes.ts";
+import { PeerChannels, relayPeerChannels } from "./peer_channels.ts";
+import { ChannelRouter } from "./channel_router.ts";
 import { hostname } from "node:os";
 import type { CertPair } from "./tls_material.ts";
 import { join } from "node:path";
@@ -115,8 +117,15 @@ export async function startHub(config: HubConfig): Promise<Hub> {
   });
   let peerLink: PeerListener | undefined;
   let peerAddress: string | undefined;
+  let channels = new ChannelRouter(sessions);
   if (config.peer) {
     const identity = await peerIdentity(await loadPeerCa(config.dataDir), config.replicaId);
+    const routes = new PeerRoutes({
+      identity,
+      peers: () => leases.live().filter((l) => l.id !== config.replicaId),
+      log,
+    });
+    channels = new ChannelRouter(sessions, new PeerChannels({ identity, routes, log }));
     peerLink = await startPeerListener({
       host: config.peer.host,
       port: config.peer.port,
@@ -125,6 +134,7 @@ export async function startHub(config: HubConfig): Promise<Hub> {
       log,
     });
     peerLink.route(answerRouteLookups(sessions, config.replicaId, () => inFlight.draining, log));
+    peerLink.upgrade(relayPeerChannels(sessions, log));
     const host = ["0.0.0.0", "::", ""].includes(config.peer.host) ? hostname() : config.peer.host;
     peerAddress = config.peer.advertise ?? `${host.includes(":") ? `[${host}]` : host}:${peerLink.port}`;
     log.info("peer link listening", {
@@ -133,7 +143,7 @@ export async function startHub(config: HubConfig): Promise<Hub> {
     });
   }
   await leases.hold(config.replicaId, peerAddress);
-  const lb = config.lb ? new LbManager(config.lb, sessions, registryStore, log) : undefined;
+  const lb = config.lb ? new LbManager(config.lb, sessions, channels, registryStore, log) : undefined;
   await lb?.start(registry);
   const ssh = new SshHub({
     hostKey: hostKey.key,
@@ -249,6 +259,7 @@ export async function startHub(config: HubConfig): Promise<Hub> {
       for (const r of revoked) reasons[r] = (reasons[r] ?? 0) + 1;
       log.info("streams closed by a registry change", { count: revoked.length, reasons });
     }
+    void lb?.follow();
     for (const c of next.clusters) {
       const labels = JSON.stringify(c.labels ?? {});
       if (labelsBefore.has(c.name) && labelsBefore.get(c.name) !== labels) {
@@ -298,7 +309,7 @@ export async function startHub(config: HubConfig): Promise<Hub> {
 
   const forwards: ForwardListener[] = [];
   try {
-    for (const rule of config.forwards) forwards.push(await startForward(rule, sessions, log));
+    for (const rule of config.forwards) forwards.push(await startForward(rule, channels, log));
   } catch (e) {
     clearInterval(statusTimer);
     stopWatch();

@@ -24,6 +24,7 @@ import {
   splice,
 } from "../tunnel/mod.ts";
 import type { ClusterSessions } from "./cluster_sessions.ts";
+import type { ChannelRouter } from "./channel_router.ts";
 import { lbEndpointName } from "../kube/endpoint_names.ts";
 import { ClusterFlowCount, PortFlowLedger, type UdpFlowCaps } from "./udp_flow_caps.ts";
 
@@ -59,6 +60,7 @@ const keyOf = (a: Pick<LoadBalancerPort, "cluster" | "service" | "port" | "proto
 export class LbManager {
   readonly #cfg: LbConfig;
   readonly #sessions: ClusterSessions;
+  readonly #channels: ChannelRouter;
   readonly #registry: Registry;
   readonly #log: Logger;
   readonly #listeners = new Map<string, Listener>();
@@ -66,9 +68,16 @@ export class LbManager {
   /** One allocation change at a time, so two agents' syncs never hand out the same port. */
   #queue: Promise<unknown> = Promise.resolve();
 
-  constructor(cfg: LbConfig, sessions: ClusterSessions, registry: Registry, log: Logger) {
+  constructor(
+    cfg: LbConfig,
+    sessions: ClusterSessions,
+    channels: ChannelRouter,
+    registry: Registry,
+    log: Logger,
+  ) {
     this.#cfg = cfg;
     this.#sessions = sessions;
+    this.#channels = channels;
     this.#registry = registry;
     this.#log = log.with({ component: "lb" });
   }
@@ -76,6 +85,24 @@ export class LbManager {
   /** Opens listeners for every allocation already in the registry. */
   async start(data: RegistryData): Promise<void> {
     for (const a of data.loadBalancers) await this.#listen(a);
+  }
+
+  /**
+   * Listens on every allocation in the registry and on no other: allocations another replica made for
+   * its agents (every replica serves every public port; the connection's channel goes through the peer
+   * holding an agent), and none that another replica released.
+   */
+  follow(): Promise<void> {
+    this.#queue = this.#queue.then(async () => {
+      // Read inside the queue: a snapshot taken before one of this replica's own changes must not undo it.
+      const wanted = new Map((await this.#registry.read()).loadBalancers.map((a) => [keyOf(a), a]));
+      for (const [key, l] of [...this.#listeners]) {
+        const w = wanted.get(key);
+        if (!w || w.publicPort !== l.alloc.publicPort) await this.#unlisten(l.alloc);
+      }
+      for (const a of wanted.values()) await this.#listen(a);
+    }).catch((e) => this.#log.error("lb follow failed", { error: e }));
+    return this.#queue as Promise<void>;
   }
 
   /** Closes every listener. */
@@ -217,7 +244,7 @@ export class LbManager {
       socket.on("error", () => {});
       sockets.add(socket);
       socket.once("close", () => sockets.delete(socket));
-      this.#sessions.openChannel(a.cluster, endpoint).then(({ channel }) => splice(socket, channel), (e) => {
+      this.#channels.openChannel(a.cluster, endpoint).then(({ channel }) => splice(socket, channel), (e) => {
         this.#log.warn("lb connection refused", { service: `${a.cluster}/${a.service}:${a.port}`, error: e });
         socket.destroy();
       });
@@ -270,7 +297,7 @@ export class LbManager {
         const f: Flow = { queue: [msg], lastSeen: Date.now(), release };
         flow = f;
         flows.set(key, f);
-        this.#sessions.openChannel(a.cluster, endpoint).then(({ channel }) => {
+        this.#channels.openChannel(a.cluster, endpoint).then(({ channel }) => {
           if (flows.get(key) !== f) return channel.destroy();
           f.channel = channel;
           const decoder = new DatagramDecoder();

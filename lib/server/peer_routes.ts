@@ -5,12 +5,14 @@
  * @module
  */
 
+import https from "node:https";
 import { Buffer } from "node:buffer";
 import type { Logger } from "../log/log.ts";
 import { isClusterName, isEndpointName } from "../config/mod.ts";
 import type { AgentConnection } from "../tunnel/mod.ts";
 import type { ClusterSessions } from "./cluster_sessions.ts";
-import type { PeerRequestHandler } from "./peer_link.ts";
+import type { ReplicaLease } from "../registry/mod.ts";
+import { peerClientTls, type PeerIdentity, type PeerRequestHandler } from "./peer_link.ts";
 
 /** Path of route lookups on the peer link. */
 export const routeLookupPath = "/peer/v1/routes";
@@ -27,7 +29,7 @@ export interface RouteAnswer {
 }
 
 /** Whether an agent accepts requests in `mode` (agents that predate modes accept impersonation only). */
-function acceptsMode(mode: string): (a: AgentConnection) => boolean {
+export function acceptsMode(mode: string): (a: AgentConnection) => boolean {
   return (a) => {
     const modes = a.hello.authModes;
     return Array.isArray(modes) ? modes.includes(mode) : mode === "impersonate";
@@ -74,4 +76,129 @@ export function answerRouteLookups(
     res.end(body);
     return true;
   };
+}
+
+/** A peer that holds a suitable agent session, as it answered. */
+export interface RouteHolder {
+  replica: string;
+  /** `HOST:PORT` of its peer link. */
+  address: string;
+  agents: number;
+  draining: boolean;
+}
+
+/** Settings of {@link PeerRoutes}. */
+export interface PeerRoutesOptions {
+  identity: PeerIdentity;
+  /** Live peers (not this replica) with a peer address, from the leases. */
+  peers(): ReplicaLease[];
+  log: Logger;
+}
+
+/** A positive answer is reused this long (an empty one a quarter of it); a failed channel forgets it. */
+const answerTtlMs = 2000;
+/** A peer that has not answered a lookup by then counts as not holding the cluster. */
+const lookupTimeoutMs = 1000;
+/** Longest lookup answer read. */
+const maxAnswerBytes = 16 * 1024;
+/** Most cached answers; the oldest go first. */
+const maxCachedAnswers = 4096;
+
+/** Asks live peers which of them hold a cluster's agents, with a short cache and one lookup per key at a time. */
+export class PeerRoutes {
+  readonly #opts: PeerRoutesOptions;
+  readonly #answers = new Map<string, { at: number; holders: Promise<RouteHolder[]> }>();
+
+  constructor(opts: PeerRoutesOptions) {
+    this.#opts = opts;
+  }
+
+  /** Peers holding a suitable agent of `cluster` publishing `endpoint`: not draining first, then most agents. */
+  holders(cluster: string, endpoint: string, mode?: string): Promise<RouteHolder[]> {
+    const key = `${cluster}|${endpoint}|${mode ?? ""}`;
+    const now = performance.now();
+    const cached = this.#answers.get(key);
+    if (cached && now - cached.at < answerTtlMs) return cached.holders;
+    const holders = this.#ask(cluster, endpoint, mode);
+    this.#answers.delete(key);
+    if (this.#answers.size >= maxCachedAnswers) this.#answers.delete(this.#answers.keys().next().value!);
+    const entry = { at: now, holders };
+    this.#answers.set(key, entry);
+    // An empty answer is kept only briefly: an agent that just moved here should be found soon.
+    void holders.then((list) => {
+      if (!list.length && this.#answers.get(key) === entry) entry.at = now - answerTtlMs * 0.75;
+    });
+    return holders;
+  }
+
+  /** Drops the cached answer for this key (its holder failed). */
+  forget(cluster: string, endpoint: string, mode?: string): void {
+    this.#answers.delete(`${cluster}|${endpoint}|${mode ?? ""}`);
+  }
+
+  async #ask(cluster: string, endpoint: string, mode?: string): Promise<RouteHolder[]> {
+    const query = new URLSearchParams({ cluster, endpoint, ...(mode ? { mode } : {}) });
+    const peers = this.#opts.peers().filter((p) => p.peerAddress);
+    const answers = await Promise.all(
+      peers.map((p) =>
+        lookup(this.#opts.identity, p.id, p.peerAddress!, `${routeLookupPath}?${query}`).catch((e) => {
+          this.#opts.log.info("route lookup failed", { peer: p.id, cluster, error: (e as Error).message });
+          return undefined;
+        })
+      ),
+    );
+    const out: RouteHolder[] = [];
+    answers.forEach((a, i) => {
+      const p = peers[i]!;
+      // The answer must come from the replica the lease names (its certificate was checked for that name).
+      if (a && a.agents > 0 && a.replica === p.id) {
+        out.push({ replica: p.id, address: p.peerAddress!, agents: a.agents, draining: a.draining });
+      }
+    });
+    return out.sort((x, y) => Number(x.draining) - Number(y.draining) || y.agents - x.agents);
+  }
+}
+
+/** One route lookup on one peer. */
+function lookup(
+  identity: PeerIdentity,
+  replica: string,
+  address: string,
+  path: string,
+): Promise<RouteAnswer> {
+  const colon = address.lastIndexOf(":");
+  return new Promise((resolve, reject) => {
+    const req = https.request({
+      host: address.slice(0, colon).replace(/^\[|\]$/g, ""),
+      port: Number(address.slice(colon + 1)),
+      path,
+      agent: false,
+      timeout: lookupTimeoutMs,
+      ...peerClientTls(identity, replica),
+    }, (res) => {
+      let body = Buffer.alloc(0);
+      res.on("data", (c: Uint8Array) => {
+        body = Buffer.concat([body, c]);
+        if (body.length > maxAnswerBytes) req.destroy(new Error("oversized route answer"));
+      });
+      res.on("end", () => {
+        try {
+          if (res.statusCode !== 200) throw new Error(`status ${res.statusCode}`);
+          const a = JSON.parse(body.toString("utf8")) as Partial<RouteAnswer>;
+          if (
+            typeof a.replica !== "string" || !Number.isInteger(a.agents) || typeof a.draining !== "boolean"
+          ) {
+            throw new Error("malformed route answer");
+          }
+          resolve(a as RouteAnswer);
+        } catch (e) {
+          reject(e);
+        }
+      });
+      res.on("error", reject);
+    });
+    req.on("timeout", () => req.destroy(new Error("route lookup timed out")));
+    req.on("error", reject);
+    req.end();
+  });
 }

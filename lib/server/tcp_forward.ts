@@ -8,7 +8,7 @@ import net from "node:net";
 import type { Logger } from "../log/log.ts";
 import { checkClusterName, ConfigError, isEndpointName } from "../config/mod.ts";
 import { splice } from "../tunnel/mod.ts";
-import type { ClusterSessions } from "./cluster_sessions.ts";
+import type { ChannelRouter } from "./channel_router.ts";
 
 /** One `--forward` rule. */
 export interface ForwardRule {
@@ -42,19 +42,23 @@ export interface ForwardListener {
 /** Listens for `rule` and carries each connection over a channel; a connection is closed when no agent can take it. */
 export function startForward(
   rule: ForwardRule,
-  sessions: ClusterSessions,
+  channels: ChannelRouter,
   log: Logger,
 ): Promise<ForwardListener> {
   const flog = log.with({ forward: `${rule.cluster}/${rule.endpoint}` });
   const server = net.createServer({ allowHalfOpen: true }, (socket) => {
     socket.setNoDelay(true);
     socket.on("error", () => {});
-    sessions.openChannel(rule.cluster, rule.endpoint).then(({ channel, agent }) => {
+    channels.openChannel(rule.cluster, rule.endpoint).then(({ channel, agent, via }) => {
       splice(
         socket,
         channel,
         (stats) =>
-          flog.debug("forward closed", { agent: agent.id, bytesIn: stats.aToB, bytesOut: stats.bToA }),
+          flog.debug("forward closed", {
+            ...(agent ? { agent: agent.id } : { via }),
+            bytesIn: stats.aToB,
+            bytesOut: stats.bToA,
+          }),
       );
     }, (e) => {
       flog.warn("forward refused", { remote: socket.remoteAddress, error: e });

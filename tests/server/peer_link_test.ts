@@ -18,7 +18,7 @@ import {
   startHub,
   type TowerProcess,
 } from "../helpers/tower_procs.ts";
-import { echoServer } from "../helpers/net_servers.ts";
+import { echoServer, freePort, patternChunk, roundTrip } from "../helpers/net_servers.ts";
 import { peerClientTls, type PeerIdentity, peerIdentity } from "../../lib/server/peer_link.ts";
 
 /** GET on a peer port with the given TLS options: status and body, or the connection error. */
@@ -146,6 +146,71 @@ Deno.test("peer link: a user's hub-CA certificate is refused, only a live replic
       peerClientTls(asA, replicaOf(b)),
     );
     assert.ok("status" in bad && bad.status === 400, JSON.stringify(bad));
+  } finally {
+    await agent?.stop();
+    for (const h of hubs) await h.stop();
+    await echo.close();
+    await Deno.remove(dataDir, { recursive: true });
+  }
+});
+
+Deno.test("a forward on a replica without the agent is carried through the replica that holds it", async () => {
+  const dataDir = await scratchDir("peers");
+  const cluster = await addCluster(dataDir, "alpha");
+  const echo = await echoServer();
+  const fwd = await freePort();
+  const hubs: HubProcess[] = [];
+  let agent: TowerProcess | undefined;
+  try {
+    hubs.push(await startHub({ dataDir, args: ["--peer-listen", "127.0.0.1:0"] }));
+    hubs.push(
+      await startHub({
+        dataDir,
+        args: ["--peer-listen", "127.0.0.1:0", "--forward", `127.0.0.1:${fwd}=alpha/echo`],
+      }),
+    );
+    const [a, b] = hubs as [HubProcess, HubProcess];
+    await Promise.all(
+      hubs.map((h) =>
+        h.waitFor((l) => l.msg === "replicas changed" && (l.replicas as string[]).length === 2, "2 replicas")
+      ),
+    );
+    // The agent holds a tunnel to A only; B serves the forward.
+    agent = startAgent({
+      hubUrl: a.url,
+      cluster: "alpha",
+      token: cluster.token,
+      fingerprint: cluster.fingerprint,
+      caFile: cluster.caFile,
+      publish: [`echo=127.0.0.1:${echo.port}`],
+    });
+    await agent.waitForMsg("connected to hub");
+    const data = patternChunk(7, 20 * (1 << 20));
+    assert.equal(Buffer.compare(await roundTrip(fwd, data), data), 0, "20 MiB through the peer hop");
+    const relayed = await a.waitFor(
+      (l) => l.msg === "peer channel relayed" && l.peer === replicaOf(b),
+      "A relays B's channel",
+    );
+    assert.equal(relayed.cluster, "alpha");
+    assert.equal(relayed.endpoint, "echo");
+    assert.ok(Number(relayed.bytesOut) >= data.length, JSON.stringify(relayed));
+
+    // Several at once, each on its own relayed channel.
+    const many = await Promise.all(Array.from({ length: 10 }, async (_, i) => {
+      const d = patternChunk(100 + i, 50_000);
+      return Buffer.compare(await roundTrip(fwd, d), d) === 0;
+    }));
+    assert.deepEqual(many, Array(10).fill(true));
+
+    // The agent goes away: B's forward refuses at once (A answers that it holds no agent), nothing hangs.
+    await agent.stop();
+    agent = undefined;
+    await a.waitForMsg("agent disconnected");
+    const from = b.lines.length;
+    const got = await roundTrip(fwd, patternChunk(9, 1000)).catch(() => new Uint8Array());
+    assert.equal(got.length, 0, "a connection with no agent behind it carried data");
+    const refused = await b.waitForMsg("forward refused", 5000, from);
+    assert.match(String(refused.error), /no connected agent on any hub replica|no replica could open/);
   } finally {
     await agent?.stop();
     for (const h of hubs) await h.stop();

@@ -1,0 +1,35 @@
+/**
+ * Where a channel to a cluster's endpoint comes from: an agent session on this replica when it holds a
+ * suitable one, else a peer replica that does (peer_channels.ts). Forwards and LoadBalancer ports open
+ * their channels here, so every replica can serve every cluster.
+ * @module
+ */
+
+import { type ClusterSessions, NoAgentError } from "./cluster_sessions.ts";
+import type { PeerChannels, RoutedChannel } from "./peer_channels.ts";
+import { acceptsMode } from "./peer_routes.ts";
+
+/** Opens channels locally or through peers. */
+export class ChannelRouter {
+  readonly #sessions: ClusterSessions;
+  readonly #peers: PeerChannels | undefined;
+
+  /** Without `peers` (no peer link), only this replica's sessions are used. */
+  constructor(sessions: ClusterSessions, peers?: PeerChannels) {
+    this.#sessions = sessions;
+    this.#peers = peers;
+  }
+
+  /** A channel to `endpoint` of `cluster` (on an agent accepting `mode`, when given). */
+  async openChannel(cluster: string, endpoint: string, mode?: string): Promise<RoutedChannel> {
+    const suits = mode ? acceptsMode(mode) : undefined;
+    if (!this.#peers || this.#sessions.pick(cluster, endpoint, undefined, suits)) {
+      try {
+        return await this.#sessions.openChannel(cluster, endpoint, suits);
+      } catch (e) {
+        if (!this.#peers || !(e instanceof NoAgentError)) throw e;
+      }
+    }
+    return await this.#peers.open(cluster, endpoint, mode);
+  }
+}
