@@ -34,6 +34,9 @@ import { startServiceController } from "./service_controller.ts";
 /** Agent version reported to the hub. */
 export const agentVersion = "0.1.0";
 
+/** Most duplicate tunnels an agent holds while looking for another replica. */
+const maxParked = 4;
+
 /** How long the agent waits for the hub's hello after logging in. */
 const helloTimeoutMs = 10_000;
 
@@ -64,6 +67,8 @@ export function startAgent(cfg: AgentConfig, log: Logger): Agent {
   /** Backoff between dials for more replicas while at least one tunnel is up (duplicates count as failures). */
   let spread = new Backoff({ baseMs: 1000, capMs: cfg.backoffCapMs, resetAfterMs: 60_000 });
   const tunnels = new Set<Tunnel>();
+  /** Duplicate tunnels held (unused) while dialing for a distinct replica; see the loop. */
+  const parked: HubSession[] = [];
   /** Live replicas, as the hub last said; the agent wants min(--hub-connections, this) tunnels. */
   let replicas = 1;
   let stopped = false;
@@ -208,6 +213,7 @@ export function startAgent(cfg: AgentConfig, log: Logger): Agent {
     let refusals = 0;
     while (!stopped) {
       if (staying().length >= wanted()) {
+        for (const p of parked.splice(0)) p.close();
         // Enough tunnels: sleep until one ends, the hub asks for a move, or the replica count changes.
         await wait();
         continue;
@@ -235,13 +241,18 @@ export function startAgent(cfg: AgentConfig, log: Logger): Agent {
           break;
         }
         if ([...tunnels].some((t) => t.replica === hello.replica)) {
-          // The load balancer sent this dial to a replica the agent already holds: drop it, try later.
-          alog.info("duplicate tunnel dropped", { replica: hello.replica, replicas: hello.replicas });
+          // The load balancer sent this dial to a replica the agent already holds. The tunnel is kept
+          // (serving nothing) until a dial reaches another replica: a least-connections balancer would
+          // otherwise send every retry back to the same replica, and a round-robin one can fall in step
+          // with other agents' retries.
+          alog.info("duplicate tunnel parked", { replica: hello.replica, replicas: hello.replicas });
           replicas = hello.replicas;
-          session.close();
+          parked.push(session);
+          if (parked.length > maxParked) parked.shift()!.close();
           needDelay = true;
           continue;
         }
+        for (const p of parked.splice(0)) p.close();
         await adopt(session, hello);
         spread = new Backoff({ baseMs: 1000, capMs: cfg.backoffCapMs, resetAfterMs: 60_000 });
         // Spread the next dial a little, so a fleet that just connected does not dial again in step.
@@ -271,6 +282,7 @@ export function startAgent(cfg: AgentConfig, log: Logger): Agent {
       skipWait = true;
       needDelay = true;
       for (const t of tunnels) t.session.close();
+      for (const p of parked.splice(0)) p.close();
       wake();
     },
     stop: () => {
@@ -279,6 +291,7 @@ export function startAgent(cfg: AgentConfig, log: Logger): Agent {
       stopServices?.();
       void catalog?.stop();
       for (const t of tunnels) t.session.close();
+      for (const p of parked.splice(0)) p.close();
       wake();
     },
     done,

@@ -259,7 +259,8 @@ export async function startHub(config: HubConfig): Promise<Hub> {
       for (const r of revoked) reasons[r] = (reasons[r] ?? 0) + 1;
       log.info("streams closed by a registry change", { count: revoked.length, reasons });
     }
-    void lb?.follow();
+    // With peers, every replica serves every allocated port, whichever replica allocated it.
+    if (peerLink) void lb?.follow();
     for (const c of next.clusters) {
       const labels = JSON.stringify(c.labels ?? {});
       if (labelsBefore.has(c.name) && labelsBefore.get(c.name) !== labels) {

@@ -1,6 +1,6 @@
 /**
  * HAProxy (Debian's package) as the L4 load balancer in front of several hub replicas, the way an
- * operator would run it: TCP mode, round robin, health checks on each hub's `/readyz`.
+ * operator would run it: TCP mode, least connections (agents hold long-lived tunnels), health checks on each hub's `/readyz`.
  * @module
  */
 
@@ -51,7 +51,7 @@ frontend hubs
   bind 127.0.0.1:${port}
   default_backend hubs
 backend hubs
-  balance roundrobin
+  balance leastconn
   option httpchk GET /readyz
   default-server check inter ${check}ms fastinter ${check}ms downinter ${check}ms fall 1 rise 1 ${
       opts.tls ? "check-ssl verify none" : ""

@@ -104,7 +104,7 @@ Deno.test("agents keep tunnels to K distinct replicas behind HAProxy, and get th
     // already holds are dropped until the dead replica's lease lapses and the count drops to 2.
     await k5.waitFor((l) => l.msg === "replica count changed" && l.replicas === 2, "2 replicas", 25_000);
     assert.equal(heldReplicas(k5).size, 2);
-    assert.ok(k5.count("duplicate tunnel dropped") > 0, "no dial of k5 landed on a held replica");
+    assert.ok(k5.count("duplicate tunnel parked") > 0, "no dial of k5 landed on a held replica");
   } finally {
     for (const a of agents) await a.stop();
     await lb?.stop();
