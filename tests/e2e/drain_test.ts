@@ -17,13 +17,6 @@ interface Kubeconfig {
   users: { user: Record<string, string> }[];
 }
 
-/** The hub's request counts from its status file. */
-async function requestsOf(
-  dataDir: string,
-): Promise<{ draining: boolean; ordinary: number; longRunning: number }> {
-  return JSON.parse(await Deno.readTextFile(`${dataDir}/status.json`)).requests;
-}
-
 Deno.test("SIGTERM: not ready, no new tunnels, the request in flight finishes, a watch ends cleanly, exit 0", async () => {
   const env = await startTowerEnv({ clusters: ["drain"], hubArgs: ["--drain-timeout", "20s"] });
   try {
