@@ -37,3 +37,9 @@ export {
   type ReplicaLease,
   type ReplicaLeases,
 } from "./replica_leases.ts";
+export {
+  KubeReplicaLeases,
+  type KubeReplicaLeasesOptions,
+  leaseName,
+  replicaLeaseLabel,
+} from "./k8s_replica_leases.ts";
