@@ -37,9 +37,3 @@ export {
   type ReplicaLease,
   type ReplicaLeases,
 } from "./replica_leases.ts";
-export {
-  KubeReplicaLeases,
-  type KubeReplicaLeasesOptions,
-  leaseName,
-  replicaLeaseLabel,
-} from "./k8s_replica_leases.ts";

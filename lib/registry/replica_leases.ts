@@ -2,7 +2,8 @@
  * Which hub replicas are alive: each replica holds a lease it renews, and a lease not renewed within its
  * time to live is ignored. The interface has one backend per registry: lease files in a shared data dir
  * (several hubs on one host, and the single hub of the YAML registry), and Kubernetes Leases in the host
- * cluster for replicas of a Deployment.
+ * cluster for replicas of a Deployment (k8s_replica_leases.ts, imported directly: it loads the Kubernetes
+ * client, which the admin commands must not).
  * @module
  */
 

@@ -8,7 +8,7 @@
 // deno-lint-ignore-file no-console
 
 import * as k8s from "@kubernetes/client-node";
-import { KubeReplicaLeases, leaseName, replicaLeaseLabel } from "../../lib/registry/mod.ts";
+import { KubeReplicaLeases, leaseName, replicaLeaseLabel } from "../../lib/registry/k8s_replica_leases.ts";
 import { logger } from "../../lib/log/log.ts";
 
 const kc = new k8s.KubeConfig();
