@@ -60,7 +60,11 @@ Deno.test("peer link: a user's hub-CA certificate is refused, only a live replic
     const [a, b] = hubs as [HubProcess, HubProcess];
     await Promise.all(
       hubs.map((h) =>
-        h.waitFor((l) => l.msg === "replicas changed" && (l.replicas as string[]).length === 2, "2 replicas")
+        h.waitFor(
+          (l) => l.msg === "replicas changed" && (l.replicas as string[]).length === 2,
+          "2 replicas",
+          40_000,
+        )
       ),
     );
     agent = startAgent({
@@ -172,7 +176,11 @@ Deno.test("a forward on a replica without the agent is carried through the repli
     const [a, b] = hubs as [HubProcess, HubProcess];
     await Promise.all(
       hubs.map((h) =>
-        h.waitFor((l) => l.msg === "replicas changed" && (l.replicas as string[]).length === 2, "2 replicas")
+        h.waitFor(
+          (l) => l.msg === "replicas changed" && (l.replicas as string[]).length === 2,
+          "2 replicas",
+          40_000,
+        )
       ),
     );
     // The agent holds a tunnel to A only; B serves the forward.

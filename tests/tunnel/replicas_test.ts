@@ -54,7 +54,11 @@ Deno.test("agents keep tunnels to K distinct replicas behind HAProxy, and get th
     }
     await Promise.all(
       hubs.map((h) =>
-        h.waitFor((l) => l.msg === "replicas changed" && (l.replicas as string[]).length === 3, "3 replicas")
+        h.waitFor(
+          (l) => l.msg === "replicas changed" && (l.replicas as string[]).length === 3,
+          "3 replicas",
+          40_000,
+        )
       ),
     );
     lb = await startHaproxy({ backends: hubs.map((h) => h.port), tls: true });
@@ -72,8 +76,8 @@ Deno.test("agents keep tunnels to K distinct replicas behind HAProxy, and get th
       startAgent({ ...base, name: "agent-k5", args: ["--backoff-max", "2s", "--hub-connections", "5"] }),
     );
     const [k2, k5] = agents as [TowerProcess, TowerProcess];
-    const held = await waitHolding(k2, 2, 30_000);
-    assert.equal((await waitHolding(k5, 3, 30_000)).size, 3);
+    const held = await waitHolding(k2, 2, 60_000);
+    assert.equal((await waitHolding(k5, 3, 60_000)).size, 3);
     const ids = hubs.map(replicaOf);
     for (const r of held) assert.ok(ids.includes(r), `${r} is not one of ${ids}`);
 
@@ -102,7 +106,7 @@ Deno.test("agents keep tunnels to K distinct replicas behind HAProxy, and get th
     assert.ok(regainedMs < 15_000, `2 tunnels again after ${regainedMs} ms`);
     // The agent that wanted 5 holds one tunnel per live replica; dials that land on a replica it
     // already holds are dropped until the dead replica's lease lapses and the count drops to 2.
-    await k5.waitFor((l) => l.msg === "replica count changed" && l.replicas === 2, "2 replicas", 25_000);
+    await k5.waitFor((l) => l.msg === "replica count changed" && l.replicas === 2, "2 replicas", 40_000);
     assert.equal(heldReplicas(k5).size, 2);
     assert.ok(k5.count("duplicate tunnel parked") > 0, "no dial of k5 landed on a held replica");
   } finally {
@@ -143,7 +147,11 @@ Deno.test("SIGTERM drains a replica: not ready, no new tunnels, its agents move 
     for (let i = 0; i < 3; i++) hubs.push(await startHub({ dataDir, args: ["--drain-timeout", "10s"] }));
     await Promise.all(
       hubs.map((h) =>
-        h.waitFor((l) => l.msg === "replicas changed" && (l.replicas as string[]).length === 3, "3 replicas")
+        h.waitFor(
+          (l) => l.msg === "replicas changed" && (l.replicas as string[]).length === 3,
+          "3 replicas",
+          40_000,
+        )
       ),
     );
     lb = await startHaproxy({ backends: hubs.map((h) => h.port), tls: true });
@@ -159,7 +167,7 @@ Deno.test("SIGTERM drains a replica: not ready, no new tunnels, its agents move 
         args: ["--backoff-max", "2s"],
       }));
     }
-    for (const a of agents) await waitHolding(a, 2, 30_000);
+    for (const a of agents) await waitHolding(a, 2, 60_000);
     // Drain the replica holding the most tunnels.
     const holders = (h: HubProcess) => agents.filter((a) => heldReplicas(a).has(replicaOf(h))).length;
     const victim = [...hubs].sort((a, b) => holders(b) - holders(a))[0]!;
@@ -200,7 +208,7 @@ Deno.test("SIGTERM drains a replica: not ready, no new tunnels, its agents move 
     const drained = victim.lines.find((l) => l.msg === "hub drained")!;
     assert.equal(drained.timedOut, false, JSON.stringify(drained));
     for (const a of agents) {
-      const held = await waitHolding(a, 2, 20_000);
+      const held = await waitHolding(a, 2, 40_000);
       assert.ok(!held.has(replicaOf(victim)), `${a.name} still holds the drained replica`);
     }
   } finally {
