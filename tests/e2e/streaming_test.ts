@@ -9,19 +9,11 @@ import { Buffer } from "node:buffer";
 import YAML from "yaml";
 import { startTowerEnv } from "./tower_env.ts";
 import { eventually } from "../helpers/wait.ts";
+import { type HubStatus, openChannels, waitForHubStatus } from "../helpers/hub_status.ts";
 
 interface Kubeconfig {
   clusters: { cluster: Record<string, string> }[];
   users: { user: Record<string, string> }[];
-}
-
-/** Open channels of the cluster's agents, as the hub reports them in its status file. */
-async function openChannels(dataDir: string, cluster: string): Promise<number> {
-  const status = JSON.parse(await Deno.readTextFile(`${dataDir}/status.json`));
-  return (status.clusters[cluster] ?? []).reduce(
-    (n: number, a: { openChannels: number }) => n + a.openChannels,
-    0,
-  );
 }
 
 /** Waits until `check` holds, failing with `what` after `ms`. */
@@ -59,15 +51,15 @@ Deno.test("a watch streams event by event through the hub; closing the client cl
       async () => (await get("/clusters/stream/version")) === 200,
     );
 
-    // Idle channels kept ready by the hub count too: wait until their number settles.
-    let before = -1;
-    await until("the channel count settles", async () => {
-      const now = await openChannels(env.dataDir, "stream");
-      const settled = now === before && now > 0;
-      before = now;
-      if (!settled) await new Promise((r) => setTimeout(r, 300));
-      return settled;
-    });
+    // Idle channels kept ready by the hub count too: take their number once two status writes in a row
+    // agree on it (a refill still under way is a change, and the hub rewrites the file at least every 5 s).
+    let previous: HubStatus | undefined;
+    const before = await waitForHubStatus(env.dataDir, "the channel count settles", (status) => {
+      const [p, n] = [previous, openChannels(status, "stream")];
+      previous = status;
+      const settled = p !== undefined && p.updatedAt !== status.updatedAt && openChannels(p, "stream") === n;
+      return settled && n > 0 ? n : undefined;
+    }, 15_000);
     const events: { type: string; name: string; at: number }[] = [];
     let buffered = "";
     const req = https.get({
@@ -90,9 +82,10 @@ Deno.test("a watch streams event by event through the hub; closing the client cl
         events.push({ type: ev.type, name: ev.object?.metadata?.name, at: Date.now() });
       }
     });
-    await until(
+    await waitForHubStatus(
+      env.dataDir,
       "the watch holds a channel",
-      async () => (await openChannels(env.dataDir, "stream")) > before,
+      (s) => openChannels(s, "stream") > before || undefined,
     );
 
     // Each change shows up while the response is still open, before the next change is made.
@@ -112,9 +105,10 @@ Deno.test("a watch streams event by event through the hub; closing the client cl
 
     // The client goes away: the hub ends the upstream request, and its channel closes.
     req.destroy();
-    await until(
+    await waitForHubStatus(
+      env.dataDir,
       "the watch's channel is released",
-      async () => (await openChannels(env.dataDir, "stream")) <= before,
+      (s) => openChannels(s, "stream") <= before || undefined,
     );
     await until("the watch is audited as closed by the client", async () => {
       const lines = (await Deno.readTextFile(auditFile)).trim().split("\n").map((l) => JSON.parse(l));
