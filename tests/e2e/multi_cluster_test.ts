@@ -10,40 +10,23 @@ import YAML from "yaml";
 import * as k8s from "@kubernetes/client-node";
 import { auditLines, startTowerEnv, type TowerEnv } from "./tower_env.ts";
 import { eventually } from "../helpers/wait.ts";
+import { hubRequest } from "./_service_helpers.ts";
 import type { TowerProcess } from "../helpers/tower_procs.ts";
 
 const clusters = ["east", "west"] as const;
 
 /** GET through the hub with a client certificate; resolves with status and parsed JSON body. */
-function getJson(
+async function getJson(
   port: number,
   path: string,
   tls: { ca: string; cert: string; key: string },
 ): Promise<{ status: number; json: Record<string, unknown> }> {
-  return new Promise((resolve, reject) => {
-    const req = https.get({
-      host: "127.0.0.1",
-      port,
-      path,
-      ...tls,
-      agent: false,
-      headers: { accept: "application/json", connection: "close" },
-    }, (res) => {
-      let body = "";
-      res.setEncoding("utf8");
-      res.on("data", (c: string) => body += c);
-      res.on("error", reject);
-      res.on("end", () => {
-        try {
-          resolve({ status: res.statusCode ?? 0, json: JSON.parse(body) });
-        } catch (e) {
-          reject(new Error(`${path}: ${res.statusCode} ${body}: ${e}`));
-        }
-      });
-    });
-    req.setTimeout(30_000, () => req.destroy(new Error(`${path}: no answer in 30 s`)));
-    req.on("error", reject);
-  });
+  const { status, body } = await hubRequest(port, path, tls, { accept: "application/json" });
+  try {
+    return { status, json: JSON.parse(body) };
+  } catch (e) {
+    throw new Error(`${path}: ${status} ${body}: ${e}`);
+  }
 }
 
 /** Collects a child's output stream as text, so a test can wait for a pattern in it. */
