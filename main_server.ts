@@ -12,6 +12,8 @@
  *   main_server.ts settings [--client-cert-ttl D] [--client-cert-max-ttl D]
  *   main_server.ts kubeconfig --oidc --oidc-issuer URL --oidc-client-id ID [--group G]…
  *   main_server.ts login --issuer URL --client-id ID (kubectl exec credential plugin, client permission set)
+ *   main_server.ts registry export | import FILE|- [--replace]
+ * Commands on the hub's state take --registry file|kubernetes (with --kubeconfig FILE, --namespace NS).
  * @module
  */
 // deno-lint-ignore-file no-console
@@ -40,11 +42,11 @@ import {
   labelCluster,
   type LbConfig,
   listClusters,
-  loadHostKey,
   oidcConfigs,
   oidcKubeconfig,
+  openStorage,
   parseForward,
-  readRegistry,
+  parseRegistryKind,
   removeCluster,
   removeUser,
   revokeUserCerts,
@@ -54,6 +56,8 @@ import {
   userKubeconfig,
 } from "./lib/server/mod.ts";
 import { isPeerAddress } from "./lib/registry/mod.ts";
+import type { HubStorage } from "./lib/server/hub_storage.ts";
+import { exportRegistry, importRegistry } from "./lib/server/registry_transfer.ts";
 import {
   credentialsFromKubeconfig,
   parseServiceRef,
@@ -90,9 +94,15 @@ Usage:
                         kubectl exec credential plugin: prints an ExecCredential with an ID token
   main_server.ts forward --kubeconfig FILE CLUSTER/NAMESPACE/SERVICE:PORT [HOST:]LOCAL_PORT
                                              forward a local port to a Service port through the hub
+  main_server.ts registry export             print the whole registry as YAML (token hashes only)
+  main_server.ts registry import FILE|- [--replace]   load an export into this registry
 
 Common flags:
   --data-dir DIR       registry, keys and certificates (default: $TOWER_DATA_DIR or ./.tower)
+  --registry file|kubernetes   where clusters, users, access rules and hub keys live (default file: the
+                       data dir; kubernetes: custom resources and Secrets in a host cluster)
+  --kubeconfig FILE    the host cluster (default: the pod's ServiceAccount when run in a cluster)
+  --namespace NS       the host cluster namespace (default: the kubeconfig's or pod's, else tower-system)
 
 serve flags:
   --listen HOST:PORT   front door for agents and users (default 0.0.0.0:8443)
@@ -140,8 +150,33 @@ function dataDirOf(flag: unknown): string {
   return typeof flag === "string" ? flag : Deno.env.get("TOWER_DATA_DIR") ?? "./.tower";
 }
 
+/** Flags every command takes to find the hub's storage. */
+const storageFlags = {
+  "data-dir": { type: "string" },
+  registry: { type: "string" },
+  kubeconfig: { type: "string" },
+  namespace: { type: "string" },
+} as const;
+
+/** Opens the storage the flags name (the pod's ServiceAccount and env for an in-cluster hub). */
+function storageOf(values: Record<string, unknown>): Promise<HubStorage> {
+  return openStorage({
+    registry: parseRegistryKind(values.registry),
+    dataDir: dataDirOf(values["data-dir"]),
+    host: {
+      kubeconfig: values.kubeconfig as string | undefined,
+      namespace: values.namespace as string | undefined,
+      saDir: Deno.env.get("TOWER_SA_DIR"),
+      serviceHost: Deno.env.get("KUBERNETES_SERVICE_HOST"),
+      servicePort: Deno.env.get("KUBERNETES_SERVICE_PORT"),
+    },
+    log: logger({ component: "hub" }),
+  });
+}
+
 function printIssued(t: IssuedToken, what: string): void {
-  const facts = `Hub: ${t.hubUrl}    fingerprint: ${t.fingerprint}    CA: ${t.caFile}`;
+  const facts = `Hub: ${t.hubUrl}    fingerprint: ${t.fingerprint}    CA: ${t.caFile}` +
+    (t.caHint ? `\n  (${t.caHint})` : "");
   if (t.tokenFile) {
     // The token stays off the terminal (and out of scrollback and logs): only the file has it.
     return console.log(`${what} '${t.cluster}'.
@@ -215,7 +250,7 @@ function lbConfig(values: Record<string, unknown>): LbConfig | undefined {
 
 async function serve(args: string[]): Promise<void> {
   const { values } = parseFlags(args, {
-    "data-dir": { type: "string" },
+    ...storageFlags,
     listen: { type: "string", default: "0.0.0.0:8443" },
     "tls-cert": { type: "string" },
     "tls-key": { type: "string" },
@@ -282,7 +317,7 @@ async function serve(args: string[]): Promise<void> {
   installSsh2Fixes();
   const hub = await startHub({
     oidc,
-    dataDir: dataDirOf(values["data-dir"]),
+    storage: await storageOf(values),
     replicaId,
     peer: peerListen && { ...peerListen, advertise },
     host,
@@ -302,6 +337,7 @@ async function serve(args: string[]): Promise<void> {
   log.info("hub listening", {
     listen: `${host}:${hub.port}`,
     tls: !values["plain-http"],
+    registry: parseRegistryKind(values.registry),
     fingerprint: hub.fingerprint,
     clusters: hub.registry().clusters.length,
   });
@@ -322,14 +358,14 @@ async function serve(args: string[]): Promise<void> {
 async function cluster(args: string[]): Promise<void> {
   const [verb, ...rest] = args;
   const { values, positionals } = parseFlags(rest, {
-    "data-dir": { type: "string" },
+    ...storageFlags,
     "hub-url": { type: "string" },
     "token-file": { type: "string" },
     mode: { type: "string" },
     port: { type: "string" },
     label: { type: "string", multiple: true, default: [] },
   });
-  const dataDir = dataDirOf(values["data-dir"]);
+  await using storage = await storageOf(values);
   const name = positionals[0];
   const needName = () => {
     if (!name || positionals.length > 1) throw new ConfigError(`cluster ${verb} takes exactly one NAME`);
@@ -348,7 +384,7 @@ async function cluster(args: string[]): Promise<void> {
         throw new ConfigError(`--port '${values.port}' is not a TCP port`);
       }
       const edits = (values.label as string[]).map((l) => parseLabelEdit(l, false));
-      const issued = await addCluster(dataDir, needName(), {
+      const issued = await addCluster(storage, needName(), {
         hubUrl: values["hub-url"] as string | undefined,
         mode,
         port,
@@ -359,23 +395,23 @@ async function cluster(args: string[]): Promise<void> {
     }
     case "rotate-token":
       return printIssued(
-        await rotateToken(dataDir, needName(), values["token-file"] as string | undefined),
+        await rotateToken(storage, needName(), values["token-file"] as string | undefined),
         "New token for cluster",
       );
     case "label": {
       if (!name) throw new ConfigError("cluster label takes NAME and then KEY=VALUE or KEY- edits");
       const labels = await labelCluster(
-        dataDir,
+        storage,
         name,
         positionals.slice(1).map((e) => parseLabelEdit(e, true)),
       );
       return console.log(`Cluster '${name}' labels: ${showLabels(labels)}`);
     }
     case "remove":
-      await removeCluster(dataDir, needName());
+      await removeCluster(storage, needName());
       return console.log(`Removed cluster '${name}'; a running hub closes its sessions now.`);
     case "list": {
-      const { hubRunning, rows } = await listClusters(dataDir);
+      const { hubRunning, rows } = await listClusters(storage);
       const table = [["NAME", "AGENTS", "SINCE", "BYTES-IN", "BYTES-OUT", "LABELS"]];
       for (const r of rows) {
         table.push([
@@ -402,13 +438,13 @@ async function cluster(args: string[]): Promise<void> {
 async function user(args: string[]): Promise<void> {
   const [verb, ...rest] = args;
   const { values, positionals } = parseFlags(rest, {
-    "data-dir": { type: "string" },
+    ...storageFlags,
     group: { type: "string", multiple: true, default: [] },
     extra: { type: "string", multiple: true, default: [] },
     token: { type: "boolean", default: false },
     server: { type: "string" },
   });
-  const dataDir = dataDirOf(values["data-dir"]);
+  await using storage = await storageOf(values);
   const name = positionals[0];
   const needName = () => {
     if (!name || positionals.length > 1) throw new ConfigError(`user ${verb} takes exactly one NAME`);
@@ -423,7 +459,7 @@ async function user(args: string[]): Promise<void> {
         (extra[kv.slice(0, eq)] ??= []).push(kv.slice(eq + 1));
       }
       const { token } = await addUser(
-        dataDir,
+        storage,
         needName(),
         values.group as string[],
         values.token === true,
@@ -440,15 +476,15 @@ async function user(args: string[]): Promise<void> {
       );
     }
     case "remove":
-      await removeUser(dataDir, needName());
+      await removeUser(storage, needName());
       return console.log(`Removed user '${name}'; their token and certificates no longer work.`);
     case "revoke-certs":
-      await revokeUserCerts(dataDir, needName());
+      await revokeUserCerts(storage, needName());
       return console.log(
         `Revoked every client certificate of user '${name}'; a new one: kubeconfig --user ${name}.`,
       );
     case "list": {
-      const data = await readRegistry(dataDir);
+      const data = await storage.registry.read();
       for (const u of data.users) {
         console.log(
           `${u.name}\tgroups=${u.groups.join(",") || "-"}\t${u.tokenHash ? "token" : "certificate"}${
@@ -468,20 +504,20 @@ async function user(args: string[]): Promise<void> {
 async function access(args: string[]): Promise<void> {
   const [verb, ...rest] = args;
   const { values } = parseFlags(rest, {
-    "data-dir": { type: "string" },
+    ...storageFlags,
     user: { type: "string", multiple: true, default: [] },
     group: { type: "string", multiple: true, default: [] },
     clusters: { type: "string" },
     "cluster-selector": { type: "string" },
   });
-  const dataDir = dataDirOf(values["data-dir"]);
+  await using storage = await storageOf(values);
   switch (verb) {
     case "allow": {
       const users = values.user as string[];
       const groups = values.group as string[];
       const clusters = String(values.clusters ?? "").split(",").map((c) => c.trim()).filter(Boolean);
       const selector = values["cluster-selector"] as string | undefined;
-      await allowAccess(dataDir, {
+      await allowAccess(storage, {
         ...(clusters.length ? { clusters } : {}),
         ...(selector !== undefined ? { clusterSelector: selector } : {}),
         ...(users.length ? { users } : {}),
@@ -498,7 +534,7 @@ async function access(args: string[]): Promise<void> {
       );
     }
     case "list":
-      for (const r of (await readRegistry(dataDir)).access) {
+      for (const r of (await storage.registry.read()).access) {
         console.log(
           `users=${r.users?.join(",") ?? "-"}\tgroups=${r.groups?.join(",") ?? "-"}\tclusters=${
             r.clusters?.join(",") ?? "-"
@@ -539,6 +575,40 @@ async function login(args: string[]): Promise<void> {
     tell: (line) => console.error(line),
   });
   console.log(execCredential(token.idToken, token.expiresAt));
+}
+
+async function registryCommand(args: string[]): Promise<void> {
+  const [verb, ...rest] = args;
+  const { values, positionals } = parseFlags(rest, {
+    ...storageFlags,
+    replace: { type: "boolean", default: false },
+  });
+  switch (verb) {
+    case "export": {
+      await using storage = await storageOf(values);
+      return console.log((await exportRegistry(storage)).trimEnd());
+    }
+    case "import": {
+      const from = positionals[0];
+      if (!from || positionals.length > 1) {
+        throw new ConfigError("registry import takes one FILE (or - for stdin)");
+      }
+      let text: string;
+      try {
+        text = from === "-" ? await new Response(Deno.stdin.readable).text() : await Deno.readTextFile(from);
+      } catch (e) {
+        throw new ConfigError(`registry import ${from}: ${(e as Error).message}`);
+      }
+      await using storage = await storageOf(values);
+      const n = await importRegistry(storage, text, values.replace === true);
+      return console.log(
+        `Imported ${n.clusters} clusters, ${n.users} users, ${n.access} access rules, ${n.loadBalancers} ` +
+          "LoadBalancer ports.",
+      );
+    }
+    default:
+      throw new ConfigError(`unknown registry command '${verb ?? ""}' (export, import)`);
+  }
 }
 
 async function forward(args: string[]): Promise<void> {
@@ -588,8 +658,9 @@ async function main(argv: string[]): Promise<void> {
     case "serve":
       return await serve(rest);
     case "fingerprint": {
-      const { values } = parseFlags(rest, { "data-dir": { type: "string" } });
-      return console.log((await loadHostKey(dataDirOf(values["data-dir"]))).fingerprint);
+      const { values } = parseFlags(rest, storageFlags);
+      await using storage = await storageOf(values);
+      return console.log((await storage.material.hostKey()).fingerprint);
     }
     case "cluster":
       return await cluster(rest);
@@ -603,7 +674,7 @@ async function main(argv: string[]): Promise<void> {
       return await login(rest);
     case "kubeconfig": {
       const { values } = parseFlags(rest, {
-        "data-dir": { type: "string" },
+        ...storageFlags,
         user: { type: "string" },
         server: { type: "string" },
         ttl: { type: "string" },
@@ -615,6 +686,7 @@ async function main(argv: string[]): Promise<void> {
         group: { type: "string", multiple: true, default: [] },
         "cache-dir": { type: "string" },
       });
+      await using storage = await storageOf(values);
       if (values.oidc) {
         if (values.user || values.ttl) throw new ConfigError("kubeconfig --oidc takes no --user or --ttl");
         const issuer = values["oidc-issuer"] as string | undefined;
@@ -627,7 +699,7 @@ async function main(argv: string[]): Promise<void> {
           throw new ConfigError(`--oidc-flow '${flow}' must be browser or device`);
         }
         return console.log(
-          await oidcKubeconfig(dataDirOf(values["data-dir"]), {
+          await oidcKubeconfig(storage, {
             issuer,
             clientId,
             caFile: values["oidc-ca-file"] as string | undefined,
@@ -641,21 +713,24 @@ async function main(argv: string[]): Promise<void> {
       if (!values.user) throw new ConfigError("kubeconfig needs --user NAME (or --oidc)");
       return console.log(
         await userKubeconfig(
-          dataDirOf(values["data-dir"]),
+          storage,
           String(values.user),
           values.server as string | undefined,
           values.ttl as string | undefined,
         ),
       );
     }
+    case "registry":
+      return await registryCommand(rest);
     case "settings": {
       const { values } = parseFlags(rest, {
-        "data-dir": { type: "string" },
+        ...storageFlags,
         "client-cert-ttl": { type: "string" },
         "client-cert-max-ttl": { type: "string" },
       });
+      await using storage = await storageOf(values);
       const s = await setCertTtls(
-        dataDirOf(values["data-dir"]),
+        storage,
         values["client-cert-ttl"] as string | undefined,
         values["client-cert-max-ttl"] as string | undefined,
       );

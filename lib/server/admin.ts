@@ -1,7 +1,7 @@
 /**
- * Admin commands on the hub's data dir: add, list, remove clusters and rotate their tokens. They edit
- * the registry file; a running hub picks the change up within a second (and closes sessions of removed
- * clusters or rotated tokens). `list` reads the live status the hub writes.
+ * Admin commands on the hub's storage: add, list, remove clusters and rotate their tokens. They edit the
+ * registry (file or host cluster); a running hub picks the change up within a second (and closes sessions
+ * of removed clusters or rotated tokens). `list` reads the live status the hub(s) report.
  * @module
  */
 
@@ -16,7 +16,8 @@ import {
   labelsProblem,
   newToken,
 } from "../registry/mod.ts";
-import { dataPaths, loadCa, loadHostKey, openDataDir } from "./data_dir.ts";
+import type { HubAgents } from "../registry/k8s_cluster_status.ts";
+import type { HubStorage } from "./hub_storage.ts";
 import { agentManifest } from "./agent_manifest.ts";
 import type { AgentSummary } from "./cluster_sessions.ts";
 
@@ -27,6 +28,8 @@ export interface IssuedToken {
   hubUrl: string;
   fingerprint: string;
   caFile: string;
+  /** How to get the CA file when it is not a local file (the hub's CA in a host-cluster Secret). */
+  caHint?: string;
   /** The agent command that reads the token from a file (`TOKEN_FILE` when none was written). */
   agentCommand: string;
   /** The same with the token in the environment (it may land in shell history). */
@@ -37,18 +40,21 @@ export interface IssuedToken {
 }
 
 async function issue(
-  dataDir: string,
+  storage: HubStorage,
   cluster: string,
   token: string,
   hubUrlFlag?: string,
   tokenFile?: string,
 ): Promise<IssuedToken> {
-  const registry = await openDataDir(dataDir);
-  const { fingerprint } = await loadHostKey(dataDir);
-  const ca = await loadCa(dataDir);
-  const hubUrl = hubUrlFlag ?? (await registry.read()).settings.publicUrl ??
+  const { fingerprint } = await storage.material.hostKey();
+  const ca = await storage.material.ca();
+  const hubUrl = hubUrlFlag ?? (await storage.registry.read()).settings.publicUrl ??
     `wss://${hostname()}:8443/tunnel`;
-  const caFile = dataPaths(dataDir).caCert;
+  const k8s = storage.kubernetes;
+  const caFile = k8s ? "hub-ca.crt" : storage.material.caLocation;
+  const caHint = k8s
+    ? `kubectl -n ${k8s.host.namespace} get secret tower-hub-ca -o jsonpath={.data.cert} | base64 -d > ${caFile}`
+    : undefined;
   const flags = [
     `--hub ${hubUrl}`,
     `--cluster ${cluster}`,
@@ -77,6 +83,7 @@ async function issue(
     hubUrl,
     fingerprint,
     caFile,
+    ...(caHint ? { caHint } : {}),
     agentCommand,
     agentEnvCommand,
     manifest,
@@ -113,7 +120,7 @@ export interface ClusterOptions {
 
 /** Adds a cluster and returns its new token (shown once) with ready-to-use agent instructions. */
 export async function addCluster(
-  dataDir: string,
+  storage: HubStorage,
   name: string,
   opts: ClusterOptions = {},
 ): Promise<IssuedToken> {
@@ -122,9 +129,8 @@ export async function addCluster(
   checkHubUrl(hubUrl);
   const problem = labelsProblem(labels);
   if (problem) throw new ConfigError(problem);
-  const registry = await openDataDir(dataDir);
   const token = newToken();
-  await registry.update((data) => {
+  await storage.registry.update((data) => {
     if (data.clusters.some((c) => c.name === name)) {
       throw new ConfigError(
         `cluster '${name}' already exists (use 'cluster rotate-token ${name}' for a new token)`,
@@ -143,21 +149,24 @@ export async function addCluster(
     });
     if (hubUrl) data.settings.publicUrl = hubUrl;
   });
-  return await issue(dataDir, name, token, hubUrl, opts.tokenFile);
+  return await issue(storage, name, token, hubUrl, opts.tokenFile);
 }
 
 /** Replaces a cluster's token; sessions that used the old one are closed by the hub. */
-export async function rotateToken(dataDir: string, name: string, tokenFile?: string): Promise<IssuedToken> {
+export async function rotateToken(
+  storage: HubStorage,
+  name: string,
+  tokenFile?: string,
+): Promise<IssuedToken> {
   checkClusterName(name);
-  const registry = await openDataDir(dataDir);
   const token = newToken();
-  await registry.update((data) => {
+  await storage.registry.update((data) => {
     const c = data.clusters.find((x) => x.name === name);
     if (!c) throw new ConfigError(`cluster '${name}' does not exist`);
     c.tokenHash = hashToken(token);
     c.tokenRotatedAt = new Date().toISOString();
   });
-  return await issue(dataDir, name, token, undefined, tokenFile);
+  return await issue(storage, name, token, undefined, tokenFile);
 }
 
 /**
@@ -165,14 +174,13 @@ export async function rotateToken(dataDir: string, name: string, tokenFile?: str
  * access rules with the new labels from its next request on.
  */
 export async function labelCluster(
-  dataDir: string,
+  storage: HubStorage,
   name: string,
   edits: LabelEdit[],
 ): Promise<Record<string, string>> {
   checkClusterName(name);
   if (!edits.length) throw new ConfigError("cluster label needs at least one KEY=VALUE or KEY-");
-  const registry = await openDataDir(dataDir);
-  return await registry.update((data) => {
+  return await storage.registry.update((data) => {
     const c = data.clusters.find((x) => x.name === name);
     if (!c) throw new ConfigError(`cluster '${name}' does not exist`);
     const labels = applyLabelEdits(c.labels ?? {}, edits);
@@ -185,10 +193,9 @@ export async function labelCluster(
 }
 
 /** Removes a cluster; its live sessions are closed by the hub at once. */
-export async function removeCluster(dataDir: string, name: string): Promise<void> {
+export async function removeCluster(storage: HubStorage, name: string): Promise<void> {
   checkClusterName(name);
-  const registry = await openDataDir(dataDir);
-  await registry.update((data) => {
+  await storage.registry.update((data) => {
     const i = data.clusters.findIndex((c) => c.name === name);
     if (i < 0) throw new ConfigError(`cluster '${name}' does not exist`);
     data.clusters.splice(i, 1);
@@ -201,14 +208,31 @@ export interface ClusterRow {
   labels: Record<string, string>;
   agents: number;
   since: string | undefined;
-  bytesIn: number;
-  bytesOut: number;
+  /** Bytes through the cluster's sessions (file registry only: the status file has them). */
+  bytesIn?: number;
+  bytesOut?: number;
 }
 
-/** Clusters with their live sessions, as last reported by the running hub. */
-export async function listClusters(dataDir: string): Promise<{ hubRunning: boolean; rows: ClusterRow[] }> {
-  const registry = await openDataDir(dataDir);
-  const data = await registry.read();
+/** Clusters with their live sessions, as last reported by the running hub(s). */
+export async function listClusters(
+  storage: HubStorage,
+): Promise<{ hubRunning: boolean; rows: ClusterRow[] }> {
+  const data = await storage.registry.read();
+  const k8s = storage.kubernetes;
+  if (k8s) {
+    // Hub replicas keep their agent counts in each Cluster's status.
+    const rows = data.clusters.map((c) => {
+      const hubs = (k8s.registry.clusterObject(c.name)?.status?.hubs ?? []) as HubAgents[];
+      return {
+        name: c.name,
+        labels: c.labels ?? {},
+        agents: hubs.reduce((n, h) => n + h.agents, 0),
+        since: hubs.map((h) => h.since).filter((s): s is string => !!s).sort()[0],
+      };
+    });
+    return { hubRunning: true, rows };
+  }
+  const dataDir = storage.dataDir;
   let live: Record<string, AgentSummary[]> = {};
   let hubRunning = false;
   try {

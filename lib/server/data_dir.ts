@@ -138,23 +138,39 @@ export async function loadServingCert(
   }
   const p = dataPaths(dir);
   const [cert, key] = [await readIfExists(p.serverCert), await readIfExists(p.serverKey)];
-  const names = [...new Set(["localhost", hostname(), ...extraNames])];
-  const dnsNames = names.filter((n) => !net.isIP(n));
-  const ipAddresses = [...new Set(["127.0.0.1", "::1", ...names.filter((n) => net.isIP(n))])];
-  if (cert && key) {
-    const has = new Set(certNames(cert));
-    if ([...dnsNames, ...ipAddresses].every((n) => has.has(canonicalName(n)))) return { cert, key };
-  }
-  const leaf = await issueLeaf(ca, {
-    commonName: "tower-hub",
-    dnsNames,
-    ipAddresses,
-    usage: "server",
-    validMs: 825 * 86_400_000,
-  });
+  if (cert && key && servingCertNames(cert, extraNames)) return { cert, key };
+  const leaf = await issueServingCert(ca, extraNames);
   await writeSecret(p.serverKey, leaf.key);
   await writeSecret(p.serverCert, leaf.cert);
   return leaf;
+}
+
+function servingNames(extraNames: string[], withHost = true): { dnsNames: string[]; ipAddresses: string[] } {
+  const names = [...new Set(["localhost", ...(withHost ? [hostname()] : []), ...extraNames])];
+  return {
+    dnsNames: names.filter((n) => !net.isIP(n)),
+    ipAddresses: [...new Set(["127.0.0.1", "::1", ...names.filter((n) => net.isIP(n))])],
+  };
+}
+
+/**
+ * True when serving certificate `cert` names every address a hub with `extraNames` answers on (and this
+ * host's name unless `withHost` is false: replicas sharing one certificate each have their own).
+ */
+export function servingCertNames(cert: string, extraNames: string[], withHost = true): boolean {
+  const { dnsNames, ipAddresses } = servingNames(extraNames, withHost);
+  const has = new Set(certNames(cert));
+  return [...dnsNames, ...ipAddresses].every((n) => has.has(canonicalName(n)));
+}
+
+/** A new serving certificate from the hub CA for localhost, the host name and `extraNames`. */
+export function issueServingCert(ca: CertPair, extraNames: string[]): Promise<CertPair> {
+  return issueLeaf(ca, {
+    commonName: "tower-hub",
+    ...servingNames(extraNames),
+    usage: "server",
+    validMs: 825 * 86_400_000,
+  });
 }
 
 /** A host name or address as certNames spells it: lower case, IPv6 in its shortest form. */

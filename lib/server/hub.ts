@@ -22,7 +22,9 @@ import { acceptTunnel, maxReplicas, SshHub, tunnelWebSocketServer } from "../tun
 import { ClusterSessions } from "./cluster_sessions.ts";
 import { agentAuthenticator } from "./agent_auth.ts";
 import { OpenStreams } from "./open_streams.ts";
-import { dataPaths, loadCa, loadHostKey, loadPeerCa, loadServingCert, openDataDir } from "./data_dir.ts";
+import { dataPaths } from "./data_dir.ts";
+import type { HubStorage } from "./hub_storage.ts";
+import { ClusterStatusWriter } from "../registry/k8s_cluster_status.ts";
 import { answer, type FrontDoor, refuseUpgrade, startFrontDoor } from "./front_door.ts";
 import { type ForwardListener, type ForwardRule, startForward } from "./tcp_forward.ts";
 import { kubeProxy } from "./kube_proxy.ts";
@@ -44,7 +46,8 @@ const drainStaggerMs = 10_000;
 
 /** Everything `serve` needs. */
 export interface HubConfig {
-  dataDir: string;
+  /** Registry and hub material (opened by the caller, closed by the hub). */
+  storage: HubStorage;
   /** This replica's identity (a DNS label), told to agents in the control hello. */
   replicaId: string;
   host: string;
@@ -88,22 +91,32 @@ export interface Hub {
 /** Starts a hub from `config`. */
 export async function startHub(config: HubConfig): Promise<Hub> {
   const log = config.log;
-  const registryStore = await openDataDir(config.dataDir);
+  const storage = config.storage;
+  const dataDir = storage.dataDir;
+  const registryStore = storage.registry;
   let registry = await registryStore.read();
-  const hostKey = await loadHostKey(config.dataDir);
-  const ca = await loadCa(config.dataDir);
-  const tls = config.tls.mode === "plain" ? undefined : await loadServingCert(
-    config.dataDir,
+  const hostKey = await storage.material.hostKey();
+  const ca = await storage.material.ca();
+  const tls = config.tls.mode === "plain" ? undefined : await storage.material.servingCert(
     ca,
     config.tls.mode === "self-signed" ? config.tls.names : [],
     config.tls.mode === "files" ? config.tls : undefined,
   );
 
   const sessions = new ClusterSessions();
+  // In a host cluster, Cluster status shows the agents of every replica (written on connect/disconnect).
+  const statusWriter = storage.kubernetes
+    ? new ClusterStatusWriter(storage.kubernetes.host, storage.kubernetes.registry, config.replicaId, log)
+    : undefined;
+  await statusWriter?.start(registry.clusters.map((c) => c.name));
+  const reportAgents = (cluster: string) => {
+    const live = sessions.of(cluster);
+    statusWriter?.set(cluster, live.length, live.map((a) => a.since.toISOString()).sort()[0]);
+  };
   // Every user request and stream is counted, so a drain knows when the ordinary ones are done.
   const inFlight = new InFlight();
   const leases = new FileReplicaLeases({
-    dir: join(config.dataDir, "replicas"),
+    dir: join(dataDir, "replicas"),
     ttlMs: replicaLeaseTtlMs,
     log,
   });
@@ -119,7 +132,7 @@ export async function startHub(config: HubConfig): Promise<Hub> {
   let peerAddress: string | undefined;
   let channels = new ChannelRouter(sessions);
   if (config.peer) {
-    const identity = await peerIdentity(await loadPeerCa(config.dataDir), config.replicaId);
+    const identity = await peerIdentity(await storage.material.peerCa(), config.replicaId);
     const routes = new PeerRoutes({
       identity,
       peers: () => leases.live().filter((l) => l.id !== config.replicaId),
@@ -151,9 +164,11 @@ export async function startHub(config: HubConfig): Promise<Hub> {
     onAgent: (agent) => {
       log.info("agent connected", { cluster: agent.cluster, agent: agent.id, remote: agent.remoteAddress });
       sessions.add(agent);
-      agent.onClose((reason) =>
-        log.info("agent disconnected", { cluster: agent.cluster, agent: agent.id, reason })
-      );
+      reportAgents(agent.cluster);
+      agent.onClose((reason) => {
+        log.info("agent disconnected", { cluster: agent.cluster, agent: agent.id, reason });
+        reportAgents(agent.cluster);
+      });
     },
     handshakeTimeoutMs: config.handshakeTimeoutMs,
     keepaliveMs: config.keepaliveMs,
@@ -282,7 +297,8 @@ export async function startHub(config: HubConfig): Promise<Hub> {
     syncClusterDoors();
   });
 
-  const statusPath = dataPaths(config.dataDir).status;
+  await Deno.mkdir(dataDir, { recursive: true, mode: 0o700 });
+  const statusPath = dataPaths(dataDir).status;
   let lastSummary = "";
   let statusTicks = 0;
   const writeStatus = async () => {
@@ -317,6 +333,7 @@ export async function startHub(config: HubConfig): Promise<Hub> {
     await Promise.all([frontDoor.close(), ...forwards.map((f) => f.close())]);
     await peerLink?.close();
     await leases.release();
+    await storage.close();
     throw e;
   }
 
@@ -342,6 +359,7 @@ export async function startHub(config: HubConfig): Promise<Hub> {
       closing = true;
       clearInterval(statusTimer);
       stopWatch();
+      const held = sessions.clusters();
       sessions.closeAll("hub shutting down");
       for (const client of wss.clients) client.terminate();
       const doors = await Promise.all([...clusterDoors.values()].map((e) => e.door));
@@ -354,6 +372,8 @@ export async function startHub(config: HubConfig): Promise<Hub> {
       await lb?.close();
       await peerLink?.close();
       await leases.release();
+      await statusWriter?.close(held);
+      await storage.close();
       await Deno.remove(statusPath).catch(() => {});
     },
   };

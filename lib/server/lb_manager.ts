@@ -26,6 +26,7 @@ import {
 import type { ClusterSessions } from "./cluster_sessions.ts";
 import type { ChannelRouter } from "./channel_router.ts";
 import { lbEndpointName } from "../kube/endpoint_names.ts";
+import { allocateLbPorts, lbKey } from "./lb_allocation.ts";
 import { ClusterFlowCount, PortFlowLedger, type UdpFlowCaps } from "./udp_flow_caps.ts";
 
 /** LoadBalancer settings of the hub. */
@@ -52,9 +53,6 @@ interface Listener {
   alloc: LoadBalancerPort;
   close(): Promise<void>;
 }
-
-const keyOf = (a: Pick<LoadBalancerPort, "cluster" | "service" | "port" | "protocol">) =>
-  `${a.cluster}/${a.service}:${a.port}/${a.protocol}`;
 
 /** Allocates, persists and serves public LoadBalancer ports. */
 export class LbManager {
@@ -95,7 +93,7 @@ export class LbManager {
   follow(): Promise<void> {
     this.#queue = this.#queue.then(async () => {
       // Read inside the queue: a snapshot taken before one of this replica's own changes must not undo it.
-      const wanted = new Map((await this.#registry.read()).loadBalancers.map((a) => [keyOf(a), a]));
+      const wanted = new Map((await this.#registry.read()).loadBalancers.map((a) => [lbKey(a), a]));
       for (const [key, l] of [...this.#listeners]) {
         const w = wanted.get(key);
         if (!w || w.publicPort !== l.alloc.publicPort) await this.#unlisten(l.alloc);
@@ -155,36 +153,19 @@ export class LbManager {
   ): Promise<{ service: string; ports: (WantedPort & { publicPort?: number; error?: string })[] }[]> {
     const wanted = new Map<string, { service: string } & WantedPort>();
     for (const [service, ports] of services) {
-      for (const p of ports) wanted.set(keyOf({ cluster, service, ...p }), { service, ...p });
+      for (const p of ports) wanted.set(lbKey({ cluster, service, ...p }), { service, ...p });
     }
-    const failures = new Map<string, string>();
-    const added: LoadBalancerPort[] = [];
-    const removed: LoadBalancerPort[] = [];
-    await this.#registry.update((data) => {
-      const mine = data.loadBalancers.filter((a) => a.cluster === cluster);
-      for (const a of mine) if (!wanted.has(keyOf(a))) removed.push(a);
-      data.loadBalancers = data.loadBalancers.filter((a) => a.cluster !== cluster || wanted.has(keyOf(a)));
-      const used = new Set(data.loadBalancers.map((a) => `${a.publicPort}/${a.protocol}`));
-      for (const [key, w] of wanted) {
-        if (data.loadBalancers.some((a) => keyOf(a) === key)) continue;
-        const free = this.#freePort(w.protocol, used);
-        if (free === undefined) {
-          failures.set(key, `no free ${w.protocol} port in ${this.#cfg.portRange.join("-")}`);
-          continue;
-        }
-        const alloc = { cluster, service: w.service, port: w.port, protocol: w.protocol, publicPort: free };
-        used.add(`${free}/${w.protocol}`);
-        data.loadBalancers.push(alloc);
-        added.push(alloc);
-      }
-    });
+    // Runs again on fresher data when another writer won a race; the last run's result is what holds.
+    const { added, removed, failures } = await this.#registry.update((data) =>
+      allocateLbPorts(data, cluster, wanted, this.#cfg.portRange)
+    );
     for (const a of removed) await this.#unlisten(a);
     for (const a of added) {
       const error = await this.#listen(a);
       if (error) {
-        failures.set(keyOf(a), error);
+        failures.set(lbKey(a), error);
         await this.#registry.update((data) => {
-          data.loadBalancers = data.loadBalancers.filter((x) => keyOf(x) !== keyOf(a));
+          data.loadBalancers = data.loadBalancers.filter((x) => lbKey(x) !== lbKey(a));
         });
       }
     }
@@ -198,7 +179,7 @@ export class LbManager {
     return [...services].map(([service, ports]) => ({
       service,
       ports: ports.map((p) => {
-        const key = keyOf({ cluster, service, ...p });
+        const key = lbKey({ cluster, service, ...p });
         const l = this.#listeners.get(key);
         return l
           ? { ...p, publicPort: l.alloc.publicPort }
@@ -207,24 +188,18 @@ export class LbManager {
     }));
   }
 
-  #freePort(protocol: string, used: Set<string>): number | undefined {
-    const [lo, hi] = this.#cfg.portRange;
-    for (let p = lo; p <= hi; p++) if (!used.has(`${p}/${protocol}`)) return p;
-    return undefined;
-  }
-
   async #unlisten(a: LoadBalancerPort): Promise<void> {
-    const l = this.#listeners.get(keyOf(a));
-    this.#listeners.delete(keyOf(a));
+    const l = this.#listeners.get(lbKey(a));
+    this.#listeners.delete(lbKey(a));
     await l?.close();
   }
 
   /** Starts serving an allocation; returns an error message when the port cannot be bound. */
   async #listen(a: LoadBalancerPort): Promise<string | undefined> {
-    if (this.#listeners.has(keyOf(a))) return undefined;
+    if (this.#listeners.has(lbKey(a))) return undefined;
     try {
       const l = a.protocol === "TCP" ? await this.#listenTcp(a) : await this.#listenUdp(a);
-      this.#listeners.set(keyOf(a), l);
+      this.#listeners.set(lbKey(a), l);
       this.#log.info("lb port listening", {
         service: `${a.cluster}/${a.service}:${a.port}/${a.protocol}`,
         publicPort: a.publicPort,

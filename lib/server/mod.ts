@@ -12,6 +12,7 @@ export {
 export { agentManifest } from "./agent_manifest.ts";
 export { type AgentSummary, ClusterSessions, NoAgentError } from "./cluster_sessions.ts";
 export { dataPaths, loadHostKey, newHostKey } from "./data_dir.ts";
+export { type HubStorage, openStorage, parseRegistryKind, type RegistryKind } from "./hub_storage.ts";
 export { type Hub, type HubConfig, startHub, towerVersion } from "./hub.ts";
 export { type ForwardRule, parseForward } from "./tcp_forward.ts";
 export {
@@ -22,7 +23,6 @@ export {
   hubServerUrl,
   oidcKubeconfig,
   type OidcKubeconfigOptions,
-  readRegistry,
   removeUser,
   revokeUserCerts,
   setCertTtls,

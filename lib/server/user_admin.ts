@@ -17,7 +17,7 @@ import {
   parseSelector,
   type RegistryData,
 } from "../registry/mod.ts";
-import { loadCa, openDataDir } from "./data_dir.ts";
+import type { HubStorage } from "./hub_storage.ts";
 import { issueLeaf } from "./tls_material.ts";
 import { reachableClusters } from "./user_auth.ts";
 
@@ -30,7 +30,7 @@ function checkUserName(name: string, what = "user name"): string {
 
 /** Adds a user; with `withToken` also a bearer token (returned once; the hub keeps its hash). */
 export async function addUser(
-  dataDir: string,
+  storage: HubStorage,
   name: string,
   groups: string[],
   withToken: boolean,
@@ -40,9 +40,8 @@ export async function addUser(
   for (const g of groups) checkUserName(g, "group name");
   const problem = extraProblem(extra);
   if (problem) throw new ConfigError(problem);
-  const registry = await openDataDir(dataDir);
   const token = withToken ? newToken() : undefined;
-  await registry.update((data) => {
+  await storage.registry.update((data) => {
     if (data.users.some((u) => u.name === name)) throw new ConfigError(`user '${name}' already exists`);
     data.users.push({
       name,
@@ -57,9 +56,8 @@ export async function addUser(
 }
 
 /** Removes a user; their token and certificates stop working at once. */
-export async function removeUser(dataDir: string, name: string): Promise<void> {
-  const registry = await openDataDir(dataDir);
-  await registry.update((data) => {
+export async function removeUser(storage: HubStorage, name: string): Promise<void> {
+  await storage.registry.update((data) => {
     const i = data.users.findIndex((u) => u.name === name);
     if (i < 0) throw new ConfigError(`user '${name}' does not exist`);
     data.users.splice(i, 1);
@@ -67,9 +65,8 @@ export async function removeUser(dataDir: string, name: string): Promise<void> {
 }
 
 /** Revokes every client certificate issued to a user so far; the next `kubeconfig --user` works again. */
-export async function revokeUserCerts(dataDir: string, name: string): Promise<void> {
-  const registry = await openDataDir(dataDir);
-  await registry.update((data) => {
+export async function revokeUserCerts(storage: HubStorage, name: string): Promise<void> {
+  await storage.registry.update((data) => {
     const user = data.users.find((u) => u.name === name);
     if (!user) throw new ConfigError(`user '${name}' does not exist`);
     user.certEpoch = newCertEpoch();
@@ -77,7 +74,7 @@ export async function revokeUserCerts(dataDir: string, name: string): Promise<vo
 }
 
 /** Adds an access rule. */
-export async function allowAccess(dataDir: string, rule: AccessRule): Promise<void> {
+export async function allowAccess(storage: HubStorage, rule: AccessRule): Promise<void> {
   if (!rule.users?.length && !rule.groups?.length) {
     throw new ConfigError("access allow needs --user or --group");
   }
@@ -95,13 +92,7 @@ export async function allowAccess(dataDir: string, rule: AccessRule): Promise<vo
       throw new ConfigError(`cluster pattern '${c}' may hold only a-z, 0-9, '-', '*', '?'`);
     }
   }
-  const registry = await openDataDir(dataDir);
-  await registry.update((data) => void data.access.push(rule));
-}
-
-/** The registry as it is (for `user list` and `access list`). */
-export async function readRegistry(dataDir: string): Promise<RegistryData> {
-  return await (await openDataDir(dataDir)).read();
+  await storage.registry.update((data) => void data.access.push(rule));
 }
 
 /** The hub's HTTPS base URL as users should see it. */
@@ -145,14 +136,13 @@ export function clientCertLifetime(data: RegistryData, ttlFlag: string | undefin
 
 /** Sets the hub's client certificate lifetimes; returns the settings after the change. */
 export async function setCertTtls(
-  dataDir: string,
+  storage: HubStorage,
   ttl: string | undefined,
   maxTtl: string | undefined,
 ): Promise<RegistryData["settings"]> {
   if (ttl !== undefined) parseDuration(ttl, "--client-cert-ttl");
   if (maxTtl !== undefined) parseDuration(maxTtl, "--client-cert-max-ttl");
-  const registry = await openDataDir(dataDir);
-  return await registry.update((data) => {
+  return await storage.registry.update((data) => {
     if (ttl !== undefined) data.settings.clientCertTtl = ttl;
     if (maxTtl !== undefined) data.settings.clientCertMaxTtl = maxTtl;
     const s = data.settings;
@@ -174,12 +164,12 @@ export async function setCertTtls(
  * context per reachable cluster.
  */
 export async function userKubeconfig(
-  dataDir: string,
+  storage: HubStorage,
   user: string,
   serverFlag?: string,
   ttl?: string,
 ): Promise<string> {
-  const data = await readRegistry(dataDir);
+  const data = await storage.registry.read();
   const validMs = clientCertLifetime(data, ttl);
   const record = data.users.find((u) => u.name === user);
   if (!record) throw new ConfigError(`user '${user}' does not exist (main_server.ts user add ${user})`);
@@ -189,7 +179,7 @@ export async function userKubeconfig(
       `user '${user}' may reach no cluster yet (main_server.ts access allow --user ${user} --clusters '*')`,
     );
   }
-  const ca = await loadCa(dataDir);
+  const ca = await storage.material.ca();
   const cert = await issueLeaf(ca, {
     commonName: user,
     organizations: record.groups,
@@ -239,8 +229,8 @@ export interface OidcKubeconfigOptions {
  * `client` permission set and write access to the token cache only), one context per cluster that the
  * given groups may reach.
  */
-export async function oidcKubeconfig(dataDir: string, o: OidcKubeconfigOptions): Promise<string> {
-  const data = await readRegistry(dataDir);
+export async function oidcKubeconfig(storage: HubStorage, o: OidcKubeconfigOptions): Promise<string> {
+  const data = await storage.registry.read();
   const clusters = o.groups.length
     ? reachableClusters({ user: "", groups: o.groups, via: "oidc" }, data)
     : data.clusters.map((c) => c.name);
@@ -251,7 +241,7 @@ export async function oidcKubeconfig(dataDir: string, o: OidcKubeconfigOptions):
         : "the hub has no clusters yet",
     );
   }
-  const ca = await loadCa(dataDir);
+  const ca = await storage.material.ca();
   const server = hubServerUrl(data, o.server);
   const main = o.mainScript ?? new URL("../../main_server.ts", import.meta.url).pathname;
   const config = new URL("../../deno.json", import.meta.url).pathname;

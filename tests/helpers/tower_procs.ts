@@ -196,6 +196,8 @@ export interface HubProcessOptions {
   /** Fixed port (default: any free one). */
   port?: number;
   plain?: boolean;
+  /** Extra environment (e.g. the in-cluster KUBERNETES_SERVICE_* of a hub run as a pod would run). */
+  env?: Record<string, string>;
 }
 
 /** A hub process with its bound port. */
@@ -241,7 +243,7 @@ export async function startHub(opts: HubProcessOptions): Promise<HubProcess> {
     `127.0.0.1:${opts.port ?? 0}`,
     ...(opts.plain ? ["--plain-http"] : []),
     ...(opts.args ?? []),
-  ]);
+  ], opts.env);
   const line = await p.waitForMsg("hub listening");
   const port = Number(String(line.listen).split(":").pop());
   return Object.assign(p, {

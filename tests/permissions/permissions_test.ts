@@ -1,6 +1,7 @@
 /**
  * What each permission set in deno.json denies, shown by running a probe under it: the hub (`server`)
- * reads and writes only its data dirs and sees only `TOWER_*`; the agent (`agent`) reads only its config
+ * reads and writes only its data dirs (and reads a pod's ServiceAccount files) and sees only `TOWER_*` and
+ * `KUBERNETES_SERVICE_*`; the agent (`agent`) reads only its config
  * and ServiceAccount files and writes nothing; the user-side `client` set (for `forward`) reads its
  * kubeconfig and writes nothing. None may run programs, load native code or reach the cloud
  * instance-metadata service. Why the hub still has `net` (UDP replies): README, "Permission sets". That
@@ -39,11 +40,12 @@ Deno.test("permission set server: listens, reads and writes only its data dirs, 
     dialMetadata: denied,
     readEtc: denied,
     readDataDir: "ok",
+    readServiceAccount: "granted", // the hub in a host cluster (--registry kubernetes)
     writeOutside: denied,
     writeDataDir: "ok",
     run: denied,
     ffi: denied,
-    envHome: denied,
+    envHome: "Hidden", // other variables read as unset: @kubernetes/client-node probes many
     envTower: "ok",
   });
 });

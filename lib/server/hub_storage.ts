@@ -1,0 +1,79 @@
+/**
+ * Where a hub keeps its state: the registry and its material (host key, CA, serving certificate).
+ * `file`: the YAML registry and files in the data dir (one hub, nothing else needed). `kubernetes`:
+ * custom resources and Secrets in a namespace of a host cluster (several replicas can share it).
+ * The data dir is used by both for the live status file.
+ * @module
+ */
+
+import { ConfigError } from "../config/mod.ts";
+import type { Logger } from "../log/log.ts";
+import { type HostCluster, hostCluster, type HostClusterOptions } from "../kube/host_cluster.ts";
+import type { Registry } from "../registry/mod.ts";
+import { KubernetesRegistry } from "../registry/k8s_registry.ts";
+import { openDataDir } from "./data_dir.ts";
+import { fileMaterial, type HubMaterial } from "./hub_material.ts";
+import { secretMaterial } from "./secret_material.ts";
+
+/** The registry backends. */
+export type RegistryKind = "file" | "kubernetes";
+
+/** How to open a hub's storage. */
+export interface StorageOptions {
+  registry: RegistryKind;
+  dataDir: string;
+  /** For `kubernetes`: how to reach the host cluster. */
+  host?: HostClusterOptions;
+  log: Logger;
+}
+
+/** A hub's opened storage. */
+export interface HubStorage {
+  kind: RegistryKind;
+  dataDir: string;
+  registry: Registry;
+  material: HubMaterial;
+  /** For `kubernetes`: the host cluster and the registry on it. */
+  kubernetes?: { host: HostCluster; registry: KubernetesRegistry };
+  close(): Promise<void>;
+  /** Closes it at the end of an `await using` scope. */
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+/** Checks a `--registry` value. */
+export function parseRegistryKind(value: unknown): RegistryKind {
+  if (value === undefined || value === "file") return "file";
+  if (value === "kubernetes") return "kubernetes";
+  throw new ConfigError(`--registry '${value}' must be file or kubernetes`);
+}
+
+/** Opens the storage `opts` names; for `kubernetes`, once the registry has listed everything. */
+export async function openStorage(opts: StorageOptions): Promise<HubStorage> {
+  if (opts.registry === "file") {
+    if (opts.host?.kubeconfig || opts.host?.namespace) {
+      throw new ConfigError("--kubeconfig and --namespace need --registry kubernetes");
+    }
+    const registry = await openDataDir(opts.dataDir);
+    const close = () => Promise.resolve();
+    return {
+      kind: "file",
+      dataDir: opts.dataDir,
+      registry,
+      material: fileMaterial(opts.dataDir),
+      close,
+      [Symbol.asyncDispose]: close,
+    };
+  }
+  const host = hostCluster(opts.host ?? {});
+  const registry = new KubernetesRegistry(host, opts.log);
+  await registry.start();
+  return {
+    kind: "kubernetes",
+    dataDir: opts.dataDir,
+    registry,
+    material: secretMaterial(host),
+    kubernetes: { host, registry },
+    close: () => registry.close(),
+    [Symbol.asyncDispose]: () => registry.close(),
+  };
+}
