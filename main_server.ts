@@ -13,6 +13,7 @@
  *   main_server.ts kubeconfig --oidc --oidc-issuer URL --oidc-client-id ID [--group G]…
  *   main_server.ts login --issuer URL --client-id ID (kubectl exec credential plugin, client permission set)
  *   main_server.ts registry export | import FILE|- [--replace]
+ *   main_server.ts forward --kubeconfig FILE CLUSTER/NAMESPACE/SERVICE:PORT [HOST:]LOCAL_PORT
  * Commands on the hub's state take --registry file|kubernetes (with --kubeconfig FILE, --namespace NS).
  * @module
  */

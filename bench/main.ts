@@ -4,7 +4,7 @@
  * and sizes. `--smoke` runs every scenario with tiny sizes (CI runs it so the suite never rots; it
  * asserts nothing about speed).
  *
- *   deno task bench [--only cipher,throughput,latency,list,watch,scale,fairness,cpu] [--bytes MiB]
+ *   deno task bench [--only cipher,throughput,latency,list,watch,scale,fairness,cpu,rtt,connect] [--bytes MiB]
  *                   [--seconds S] [--list N] [--scale 100,500,1000] [--smoke]
  * @module
  */
@@ -14,7 +14,7 @@ import { parseArgs } from "node:util";
 import os from "node:os";
 import { join } from "node:path";
 import type { Row } from "./_util.ts";
-import { tunnelBench } from "./tunnel_bench.ts";
+import { channelCostBench, tunnelBench } from "./tunnel_bench.ts";
 import { cipherBench } from "./cipher_bench.ts";
 import { proxyBench } from "./proxy_bench.ts";
 import { scaleBench } from "./scale_bench.ts";
@@ -35,7 +35,7 @@ const { values } = parseArgs({
 });
 const smoke = values.smoke === true;
 const only = new Set(
-  String(values.only ?? "cipher,throughput,latency,list,watch,scale,fairness,cpu").split(","),
+  String(values.only ?? "cipher,throughput,latency,list,watch,scale,fairness,cpu,rtt,connect").split(","),
 );
 const MiB = 1 << 20;
 const bytes = Number(values.bytes ?? (smoke ? 4 : 512)) * MiB;
@@ -76,6 +76,11 @@ if (only.has("cipher")) {
 }
 if (only.has("throughput") || only.has("fairness") || only.has("cpu")) {
   const r = await tunnelBench(bytes);
+  print(r);
+  rows.push(...r);
+}
+if (only.has("rtt") || only.has("connect")) {
+  const r = await channelCostBench({ roundTrips: smoke ? 50 : 5000, connectSeconds: smoke ? 0.5 : 5 });
   print(r);
   rows.push(...r);
 }

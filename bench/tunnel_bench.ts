@@ -1,16 +1,18 @@
 /**
  * Scenarios 1, 6 and 7: bulk throughput through hub ↔ agent (one channel and eight, ws:// and wss://)
  * against a plain loopback TCP copy and a loopback TLS copy of the same bytes in the same run; fairness
- * with a stalled channel; CPU seconds of hub and agent per GiB carried.
+ * with a stalled channel; CPU seconds of hub and agent per GiB carried. Also the cost of a channel: 64-byte
+ * round trips on one connection and new connections per second through `--forward`, each against the
+ * same echo server dialed directly.
  * @module
  */
 
 import tls from "node:tls";
 import { Buffer } from "node:buffer";
 import net from "node:net";
-import { bulkServer, cpuSeconds, dial, drain, mbps, pump, round, type Row } from "./_util.ts";
+import { bulkServer, cpuSeconds, dial, drain, mbps, percentile, pump, round, type Row } from "./_util.ts";
 import { addCluster, scratchDir, startAgent, startHub } from "../tests/helpers/tower_procs.ts";
-import { freePort, stallServer } from "../tests/helpers/net_servers.ts";
+import { echoServer, freePort, stallServer } from "../tests/helpers/net_servers.ts";
 import { createCa, issueLeaf } from "../lib/server/tls_material.ts";
 
 const GiB = 1 << 30;
@@ -39,6 +41,60 @@ async function download(port: number, n: number, connect = dial): Promise<{ ms: 
     return got;
   }));
   return { ms: performance.now() - t0, bytes: counts.reduce((a, b) => a + b, 0) };
+}
+
+/** Sends 64 bytes on `s` and resolves when 64 bytes came back. */
+function ping(s: net.Socket, payload: Uint8Array): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let got = 0;
+    const onData = (c: Uint8Array) => {
+      got += c.length;
+      if (got >= payload.length) {
+        s.off("data", onData);
+        s.off("error", reject);
+        resolve();
+      }
+    };
+    s.on("data", onData);
+    s.once("error", reject);
+    s.write(payload);
+  });
+}
+
+/** 64-byte round trips on one connection to `port`: p50 and p99 in milliseconds. */
+async function roundTrips(port: number, count: number): Promise<{ p50: number; p99: number }> {
+  const s = await dial(port);
+  const payload = new Uint8Array(64).fill(7);
+  for (let i = 0; i < Math.min(200, count); i++) await ping(s, payload); // warm-up
+  const ms: number[] = [];
+  for (let i = 0; i < count; i++) {
+    const t0 = performance.now();
+    await ping(s, payload);
+    ms.push(performance.now() - t0);
+  }
+  s.destroy();
+  ms.sort((a, b) => a - b);
+  return { p50: round(percentile(ms, 50), 3), p99: round(percentile(ms, 99), 3) };
+}
+
+/**
+ * New connections per second to `port` for `seconds`, `parallel` at a time: each a fresh TCP
+ * connection, one 64-byte round trip, then close.
+ */
+async function connectionsPerSecond(port: number, seconds: number, parallel = 8): Promise<number> {
+  const payload = new Uint8Array(64).fill(9);
+  const end = performance.now() + seconds * 1000;
+  let done = 0;
+  const t0 = performance.now();
+  await Promise.all(Array.from({ length: parallel }, async () => {
+    while (performance.now() < end) {
+      const s = await dial(port);
+      await ping(s, payload);
+      s.destroy();
+      done++;
+    }
+  }));
+  return Math.round(done / ((performance.now() - t0) / 1000));
 }
 
 /** Loopback TLS sink/source with a throwaway CA, and a client dialer trusting it. */
@@ -72,6 +128,69 @@ async function tlsBaseline(mode: "sink" | "source", bytes: number) {
       s.once("error", reject);
     });
   return { port, connect, close: () => new Promise<void>((r) => server.close(() => r())) };
+}
+
+/** Sizes of the channel-cost rows. */
+export interface ChannelCostOptions {
+  /** Round trips measured (after a warm-up). */
+  roundTrips: number;
+  /** Seconds of new connections. */
+  connectSeconds: number;
+}
+
+/**
+ * The cost of a channel through `--forward`: 64-byte round trips and new connections per second, with
+ * the same echo server dialed directly as the baseline. `transport` is the agent's tunnel (ws or wss).
+ */
+export async function channelCostBench(opts: ChannelCostOptions): Promise<Row[]> {
+  const rows: Row[] = [];
+  const echo = await echoServer();
+  const directRtt = await roundTrips(echo.port, opts.roundTrips);
+  const directConn = await connectionsPerSecond(echo.port, opts.connectSeconds);
+  const dataDir = await scratchDir("bench-channel");
+  const c = await addCluster(dataDir, "bench");
+  const port = await freePort();
+  const hub = await startHub({ dataDir, args: ["--forward", `127.0.0.1:${port}=bench/echo`] });
+  const agent = startAgent({
+    hubUrl: hub.url,
+    cluster: "bench",
+    token: c.token,
+    fingerprint: c.fingerprint,
+    caFile: c.caFile,
+    publish: [`echo=127.0.0.1:${echo.port}`],
+  });
+  try {
+    await agent.waitForMsg("connected to hub");
+    const rtt = await roundTrips(port, opts.roundTrips);
+    const conn = await connectionsPerSecond(port, opts.connectSeconds);
+    rows.push({
+      scenario: "rtt",
+      case: "64 B round trip, direct",
+      p50Ms: directRtt.p50,
+      p99Ms: directRtt.p99,
+    });
+    rows.push({
+      scenario: "rtt",
+      case: "64 B round trip, --forward (wss)",
+      p50Ms: rtt.p50,
+      p99Ms: rtt.p99,
+      p50VsDirect: round(rtt.p50 / directRtt.p50, 1),
+      p99VsDirect: round(rtt.p99 / directRtt.p99, 1),
+    });
+    rows.push({ scenario: "connect", case: "new connections, direct", perSecond: directConn });
+    rows.push({
+      scenario: "connect",
+      case: "new connections, --forward (wss)",
+      perSecond: conn,
+      vsDirect: round(conn / directConn),
+    });
+  } finally {
+    await agent.stop();
+    await hub.stop();
+    await echo.close();
+    await Deno.remove(dataDir, { recursive: true });
+  }
+  return rows;
 }
 
 /** Runs the throughput, fairness and CPU scenarios. `bytes` is the per-direction volume. */

@@ -5,6 +5,7 @@
  */
 
 import net from "node:net";
+import tls from "node:tls";
 import type { Duplex } from "node:stream";
 import { type Endpoint, splice } from "../tunnel/mod.ts";
 
@@ -18,6 +19,35 @@ export function dialPlain(host: string, port: number, timeoutMs = 10_000): Promi
       reject(new Error(`connect to ${host}:${port} timed out`));
     }, timeoutMs);
     socket.once("connect", () => {
+      clearTimeout(timer);
+      socket.removeAllListeners("error");
+      resolve(socket);
+    });
+    socket.once("error", (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+  });
+}
+
+/**
+ * Dials `host:port` over TLS (no-delay) and resolves once the handshake is done, within `timeoutMs`.
+ * Nothing may be written before that: Deno's TLS socket mishandles writes made during the handshake.
+ */
+export function dialTls(
+  host: string,
+  port: number,
+  opts: { ca: string; servername?: string | undefined },
+  timeoutMs = 10_000,
+): Promise<tls.TLSSocket> {
+  return new Promise((resolve, reject) => {
+    const socket = tls.connect({ host, port, ca: opts.ca, servername: opts.servername });
+    socket.setNoDelay(true);
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`TLS connect to ${host}:${port} timed out`));
+    }, timeoutMs);
+    socket.once("secureConnect", () => {
       clearTimeout(timer);
       socket.removeAllListeners("error");
       resolve(socket);

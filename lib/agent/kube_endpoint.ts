@@ -8,13 +8,12 @@
 
 import http from "node:http";
 import net from "node:net";
-import https from "node:https";
 import type { Duplex } from "node:stream";
-import { Buffer } from "node:buffer";
 import type { Logger } from "../log/log.ts";
 import type { Endpoint } from "../tunnel/mod.ts";
-import { endToEndHeaders, isUpgrade, proxyRequest, proxyUpgrade, type Upstream } from "../proxy/mod.ts";
-import { kubeStatusText, refuseWithStatus } from "../kube/status.ts";
+import { DuplexClients, endToEndHeaders, isUpgrade, ReverseProxy } from "../proxy/mod.ts";
+import { refuseWithStatus, sendStatus, statusResponder } from "../kube/status.ts";
+import { dialTls } from "./endpoints.ts";
 import { TokenFile } from "./token_file.ts";
 
 /** How the hub passes identity; the agent decides which it accepts. */
@@ -39,25 +38,20 @@ const modeHeader = "x-tower-auth-mode";
 export function kubeEndpoint(cfg: KubeEndpointConfig): Endpoint & { close(): void } {
   const token = new TokenFile(cfg.tokenFile, cfg.tokenRefreshMs ?? 5000, cfg.log);
 
-  // Kept-alive TLS connections to the API server, shared by every channel.
-  const pool = new https.Agent({ keepAlive: true, maxSockets: 512, ca: cfg.caPem });
+  // Kept-alive TLS connections to the API server, shared by every channel, spoken to by undici. A
+  // connection is handed over only once its TLS handshake is done: Deno's node:https client writes a
+  // request during the handshake, and when its body follows in a later write (a body sent apart from
+  // its head), end() issues a zero-length write that Deno's TLS socket never completes; the request
+  // never finishes and its kept-alive socket then hangs the next request (~120 s, "socket hang up").
   const host = cfg.apiserver.hostname.replace(/^\[|\]$/g, "");
   const port = Number(cfg.apiserver.port || 443);
-  const upstream: Upstream = {
-    request: (o) => {
-      const r = https.request({
-        host,
-        port,
-        ...o,
-        agent: pool,
-        ca: cfg.caPem,
-        // SNI carries names only (RFC 6066): never an IPv4 or IPv6 literal.
-        servername: net.isIP(host) ? undefined : host,
-      });
-      r.on("socket", (s) => (s as import("node:net").Socket).setNoDelay?.(true));
-      return Promise.resolve(r);
-    },
-  };
+  // SNI carries names only (RFC 6066): never an IPv4 or IPv6 literal.
+  const servername = net.isIP(host) ? undefined : host;
+  const apiserver = new DuplexClients<null>({
+    dial: async () => ({ duplex: await dialTls(host, port, { ca: cfg.caPem, servername }), carrier: null }),
+    maxIdle: 64,
+  });
+  const proxy = new ReverseProxy(statusResponder("agent could not reach the API server: "));
 
   /** The target headers for one request, or a refusal. */
   const rewrite = (
@@ -88,23 +82,15 @@ export function kubeEndpoint(cfg: KubeEndpointConfig): Endpoint & { close(): voi
   const server = http.createServer((req, res) => {
     const t = rewrite(req);
     if ("refuse" in t) {
-      const body = kubeStatusText(t.refuse[0], t.refuse[1]);
-      res.writeHead(t.refuse[0], {
-        "content-type": "application/json",
-        "content-length": Buffer.byteLength(body),
-      });
-      res.end(body);
       req.resume();
+      sendStatus(res, t.refuse[0], t.refuse[1]);
       return;
     }
-    void proxyRequest(req, res, { path: req.url ?? "/", headers: t.headers }, upstream, (e) => {
-      cfg.log.warn("apiserver request failed", { error: e });
-      const body = kubeStatusText(502, `agent could not reach the API server: ${e.message}`);
-      if (!res.headersSent) {
-        res.writeHead(502, { "content-type": "application/json", "content-length": Buffer.byteLength(body) });
-        res.end(body);
-      }
-    });
+    void proxy.request(req, res, { upstream: apiserver, path: req.url ?? "/", headers: t.headers }).then(
+      (o) => {
+        if (o.error && !o.status) cfg.log.warn("apiserver request failed", { error: o.error });
+      },
+    );
   });
   server.on("upgrade", (req: http.IncomingMessage, socket: Duplex, head: Uint8Array) => {
     const t = rewrite(req);
@@ -113,10 +99,12 @@ export function kubeEndpoint(cfg: KubeEndpointConfig): Endpoint & { close(): voi
       refuseWithStatus(socket, code, message);
       return;
     }
-    void proxyUpgrade(req, socket, head, { path: req.url ?? "/", headers: t.headers }, upstream, (e) => {
-      cfg.log.warn("apiserver upgrade failed", { error: e });
-      refuseWithStatus(socket, 502, `agent: ${e.message}`);
-    });
+    void proxy.upgrade(req, socket, head, { upstream: apiserver, path: req.url ?? "/", headers: t.headers })
+      .then((o) => {
+        if (o.error && !o.upgraded) {
+          cfg.log.warn("apiserver upgrade failed", { error: o.error, status: o.status });
+        }
+      });
   });
   // Watches, logs -f and exec streams live as long as the user wants.
   server.requestTimeout = 0;
@@ -131,7 +119,7 @@ export function kubeEndpoint(cfg: KubeEndpointConfig): Endpoint & { close(): voi
       return (channel: Duplex) => void server.emit("connection", channel);
     },
     close: () => {
-      pool.destroy();
+      apiserver.close();
       server.close();
     },
   };

@@ -5,7 +5,8 @@
 
 import http from "node:http";
 import type { Duplex } from "node:stream";
-import { writeRawResponse } from "../proxy/mod.ts";
+import { Buffer } from "node:buffer";
+import { type Responder, writeRawResponse } from "../proxy/mod.ts";
 
 /** HTTP status → Kubernetes `reason`. */
 const reasons: Record<number, string> = {
@@ -49,6 +50,22 @@ export function refuseWithStatus(socket: Duplex, code: number, message: string):
     kubeStatusText(code, message),
     "application/json",
   );
+}
+
+/** Answers a plain request with a `metav1.Status` body (or cuts the response short if it began). */
+export function sendStatus(res: http.ServerResponse, code: number, message: string): void {
+  if (res.headersSent) return void res.destroy();
+  const body = kubeStatusText(code, message);
+  res.writeHead(code, { "content-type": "application/json", "content-length": Buffer.byteLength(body) });
+  res.end(body);
+}
+
+/** The proxy's error answers as `metav1.Status`, each message after `prefix`. */
+export function statusResponder(prefix: string): Responder {
+  return {
+    error: (res, code, message) => sendStatus(res, code, prefix + message),
+    socketError: (socket, code, message) => refuseWithStatus(socket, code, prefix + message),
+  };
 }
 
 /** The Kubernetes verb of a request, as the apiserver's audit log names it. */

@@ -1,6 +1,6 @@
 /**
  * Structured logging: one JSON object per line on stderr, with a stable `msg` and flat fields.
- * Callers never pass secrets; `redact` exists for values that might contain one by accident.
+ * Callers never pass secrets (tokens, keys): nothing here filters them out.
  * @module
  */
 

@@ -13,6 +13,7 @@ import type http from "node:http";
 import type { Duplex } from "node:stream";
 import { Buffer } from "node:buffer";
 import { splice } from "../tunnel/mod.ts";
+import { endToEndHeaders } from "./hop_headers.ts";
 
 /** Where proxied requests go: starts one upstream request per call. */
 export interface Upstream {
@@ -39,47 +40,6 @@ export interface ProxyOutcome {
   bytesOut: number;
   upgraded: boolean;
   error?: string;
-}
-
-/** Headers that belong to one hop and are never forwarded (RFC 9110 §7.6.1), plus proxy credentials. */
-const hopByHop = new Set([
-  "connection",
-  "keep-alive",
-  "proxy-authenticate",
-  "proxy-authorization",
-  "proxy-connection",
-  "te",
-  "trailer",
-  "transfer-encoding",
-  "upgrade",
-]);
-
-/**
- * The end-to-end headers of a message from its raw header list: hop-by-hop ones and those named in
- * `Connection` dropped, repeated headers kept as arrays (e.g. every `X-Stream-Protocol-Version`).
- */
-export function endToEndHeaders(rawHeaders: string[]): http.OutgoingHttpHeaders {
-  const named = new Set<string>();
-  for (let i = 0; i < rawHeaders.length; i += 2) {
-    if (rawHeaders[i]!.toLowerCase() === "connection") {
-      for (const token of rawHeaders[i + 1]!.split(",")) named.add(token.trim().toLowerCase());
-    }
-  }
-  const out: Record<string, string | string[]> = {};
-  for (let i = 0; i < rawHeaders.length; i += 2) {
-    const name = rawHeaders[i]!.toLowerCase();
-    if (hopByHop.has(name) || named.has(name)) continue;
-    const value = rawHeaders[i + 1]!;
-    const prev = out[name];
-    out[name] = prev === undefined ? value : Array.isArray(prev) ? [...prev, value] : [prev, value];
-  }
-  return out;
-}
-
-/** True when the request asks for a protocol upgrade. */
-export function isUpgrade(req: http.IncomingMessage): boolean {
-  return req.headers.upgrade !== undefined &&
-    (req.headers.connection ?? "").toLowerCase().split(",").some((t) => t.trim() === "upgrade");
 }
 
 /**
@@ -292,20 +252,4 @@ export async function proxyUpgrade(
     });
     up.end();
   });
-}
-
-/** Writes a response on a raw socket (for refusing an upgrade before any proxying). */
-export function writeRawResponse(
-  socket: Duplex,
-  status: number,
-  reason: string,
-  body: string,
-  type: string,
-): void {
-  socket.end(
-    `HTTP/1.1 ${status} ${reason}\r\ncontent-type: ${type}\r\ncontent-length: ${
-      Buffer.byteLength(body)
-    }\r\n` +
-      `connection: close\r\n\r\n${body}`,
-  );
 }

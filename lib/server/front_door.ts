@@ -1,7 +1,7 @@
 /**
- * The hub's one listener: `node:https` (or plain `node:http` when asked), HTTP/1.1 only. It answers
- * health checks, hands `/tunnel` upgrades to the tunnel, and passes everything else to the routes the
- * caller mounts (the Kubernetes proxy). `node:https` because it is the only Deno server API that hands
+ * The hub's listener: `node:https` (or plain `node:http` when asked), HTTP/1.1 only. It answers health
+ * checks and passes every other request and upgrade to the routes the caller mounts, in order (the hub
+ * mounts the Kubernetes route and the `/tunnel` route for agents). `node:https` because it is the only Deno server API that hands
  * over the raw socket of a non-WebSocket upgrade (SPDY).
  * @module
  */

@@ -1,6 +1,7 @@
 /**
  * The hub: front door, SSH server for agent tunnels, live sessions, registry watch, forward listeners
- * and the status file that `cluster list` reads. Composition only; each concern lives in its own module.
+ * and the status file that `cluster list` reads. It wires these together and applies registry changes to
+ * live sessions; each concern lives in its own module.
  * @module
  */
 
