@@ -32,6 +32,7 @@ GO_TOOLS=(
   "kube-apiserver | k8s  | k8s.io/kubernetes/cmd/kube-apiserver | $k8s_ldflags"
   "kubectl        | k8s  | k8s.io/kubernetes/cmd/kubectl        | $k8s_ldflags"
   "oidc-provider  | oidc-provider | . | -s -w"  # zitadel/oidc's example OP, wrapped (single sign-on tests)
+  "helm           | helm | helm.sh/helm/v3/cmd/helm             | -s -w -X helm.sh/helm/v3/internal/version.version=v3.22.0"  # chart tests
 )
 
 cache_root=${XDG_CACHE_HOME:-$HOME/.cache}/tower
