@@ -18,7 +18,7 @@ import { ChannelRouter } from "./channel_router.ts";
 import { hostname } from "node:os";
 import type { CertPair } from "./tls_material.ts";
 import { join } from "node:path";
-import { FileReplicaLeases, type RegistryData } from "../registry/mod.ts";
+import { FileReplicaLeases, type RegistryData, type ReplicaLeases } from "../registry/mod.ts";
 import { acceptTunnel, maxReplicas, SshHub, tunnelWebSocketServer } from "../tunnel/mod.ts";
 import { ClusterSessions } from "./cluster_sessions.ts";
 import { agentAuthenticator } from "./agent_auth.ts";
@@ -26,6 +26,7 @@ import { OpenStreams } from "./open_streams.ts";
 import { dataPaths } from "./data_dir.ts";
 import type { HubStorage } from "./hub_storage.ts";
 import { ClusterStatusWriter } from "../registry/k8s_cluster_status.ts";
+import { KubeReplicaLeases } from "../registry/k8s_replica_leases.ts";
 import { answer, type FrontDoor, refuseUpgrade, startFrontDoor } from "./front_door.ts";
 import { type ForwardListener, type ForwardRule, startForward } from "./tcp_forward.ts";
 import { kubeProxy } from "./kube_proxy.ts";
@@ -116,11 +117,11 @@ export async function startHub(config: HubConfig): Promise<Hub> {
   };
   // Every user request and stream is counted, so a drain knows when the ordinary ones are done.
   const inFlight = new InFlight();
-  const leases = new FileReplicaLeases({
-    dir: join(dataDir, "replicas"),
-    ttlMs: replicaLeaseTtlMs,
-    log,
-  });
+  // Replicas in a host cluster hold Leases there; otherwise lease files in the (shared) data dir.
+  const host = storage.kubernetes?.host;
+  const leases: ReplicaLeases = host
+    ? new KubeReplicaLeases({ kc: host.kc, namespace: host.namespace, ttlMs: replicaLeaseTtlMs, log })
+    : new FileReplicaLeases({ dir: join(dataDir, "replicas"), ttlMs: replicaLeaseTtlMs, log });
   // A draining replica is no place for a new tunnel: agents do not count it.
   const liveReplicas = () =>
     Math.min(maxReplicas, Math.max(1, leases.live().filter((l) => !l.draining).length));

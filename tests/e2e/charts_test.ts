@@ -183,6 +183,7 @@ Deno.test({
           ])).stdout.trim();
         assert.equal(await can("watch", "clusters.tower.dev"), "yes");
         assert.equal(await can("update", "clusters.tower.dev", ns, ["--subresource=status"]), "yes");
+        assert.equal(await can("update", "leases.coordination.k8s.io"), "yes");
         assert.equal(await can("get", "secrets", "default"), "no");
         assert.equal(await can("list", "pods"), "no");
         assert.equal(await can("list", "namespaces"), "no");
@@ -271,6 +272,9 @@ Deno.test({
           assert.equal(c.status?.connectedAgents, 1);
           assert.equal(c.status?.hubs?.[0]?.replica, "tower-hub-0");
         });
+        // Its replica Lease, held with the chart's rights.
+        const lease = await a.kubectl(["-n", ns, "get", "leases.coordination.k8s.io", "-o", "name"]);
+        assert.match(lease.stdout, /tower-hub-0/, lease.stderr);
       });
     } finally {
       await agent?.stop();
