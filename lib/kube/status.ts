@@ -83,3 +83,20 @@ export function kubeVerb(method: string, path: string, query: URLSearchParams): 
   }
   return { POST: "create", PUT: "update", PATCH: "patch", DELETE: "delete" }[m] ?? m.toLowerCase();
 }
+
+/** A `Warning` header value (RFC 7234 §5.5, code 299) carrying `text`, limited to printable ASCII. */
+export function warningValue(text: string): string {
+  const printable = text.replace(/[^\x20-\x7e]/g, "?").replace(/["\\]/g, "\\$&");
+  return `299 - "${printable}"`;
+}
+
+/**
+ * Whether a path (query allowed) is one kubectl reads during discovery: `/version`, `/api`, `/apis`, a
+ * group or group version, `/openapi/…`. client-go reads these raw and prints its own text for an error.
+ */
+export function isDiscoveryPath(path: string): boolean {
+  const parts = path.split("?")[0]!.split("/").filter(Boolean);
+  if (parts[0] === "api") return parts.length <= 2;
+  if (parts[0] === "apis") return parts.length <= 3;
+  return parts.length === 0 || parts[0] === "version" || parts[0] === "openapi";
+}

@@ -11,7 +11,7 @@ import type { Duplex } from "node:stream";
 import type { Logger } from "../log/log.ts";
 import { isClusterName } from "../config/mod.ts";
 import type { AuthMode, ClusterRecord, RegistryData } from "../registry/mod.ts";
-import { kubeStatusText, kubeVerb, refuseWithStatus } from "../kube/status.ts";
+import { isDiscoveryPath, kubeStatusText, kubeVerb, refuseWithStatus, warningValue } from "../kube/status.ts";
 import { kubernetesEndpoint, serviceEndpointName } from "../kube/endpoint_names.ts";
 import {
   BodyRelay,
@@ -444,10 +444,19 @@ export function kubeProxy(deps: KubeProxyDeps): {
       e instanceof Refusal ? e.who : undefined,
     );
 
-  const sendStatus = (res: http.ServerResponse, code: number, message: string) => {
+  /**
+   * `warn` also puts the message in a `Warning` header: client-go reads discovery answers raw and shows
+   * only its own generic text for an error status ("the server could not find the requested resource"),
+   * but kubectl prints every warning.
+   */
+  const sendStatus = (res: http.ServerResponse, code: number, message: string, warn = false) => {
     if (res.headersSent) return res.destroy();
     const body = kubeStatusText(code, message);
-    res.writeHead(code, { "content-type": "application/json", "content-length": Buffer.byteLength(body) });
+    res.writeHead(code, {
+      "content-type": "application/json",
+      "content-length": Buffer.byteLength(body),
+      ...(warn ? { warning: warningValue(message) } : {}),
+    });
     res.end(body);
   };
 
@@ -468,7 +477,7 @@ export function kubeProxy(deps: KubeProxyDeps): {
         const code = e instanceof Refusal ? e.code : 500;
         if (!(e instanceof Refusal)) deps.log.error("kube proxy failed", { error: e });
         req.resume();
-        sendStatus(res, code, e.message);
+        sendStatus(res, code, e.message, !kr.service && isDiscoveryPath(kr.path));
         auditRefusal(req, kr, started, code, e);
       };
       if (!kr.service) {

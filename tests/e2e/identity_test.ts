@@ -530,8 +530,10 @@ Deno.test("identity: authentication, authorization, impersonation and passthroug
       assert.equal(ghost.json?.reason, "ServiceUnavailable");
       const r = await kubectl(dev1, ["--context=ghost", "get", "configmaps"]);
       assert.equal(r.code, 1);
-      // kubectl prints its own text for a 503 during discovery; the Status body is checked above.
+      // kubectl prints its own text for a 503 during discovery; the hub's reason reaches the user as a
+      // warning (client-go prints every Warning header).
       assert.match(r.stderr, /ServiceUnavailable/);
+      assert.match(r.stderr, /Warning: cluster 'ghost' has no connected agent/);
       await eventually(
         5_000,
         () =>
