@@ -20,7 +20,11 @@ if (import.meta.main) {
     setLogLevel(cfg.logLevel);
     const log = logger({ component: "agent" });
     installSsh2Fixes();
-    const agent = startAgent(cfg, log);
+    // prom-client is loaded only for an agent that serves metrics.
+    const metrics = cfg.metricsListen
+      ? new (await import("./lib/agent/agent_metrics.ts")).AgentMetrics()
+      : undefined;
+    const agent = startAgent(cfg, log, metrics);
     Deno.addSignalListener("SIGHUP", () => {
       log.info("SIGHUP: reconnecting now");
       agent.reconnectNow();

@@ -127,6 +127,10 @@ serve flags:
   --lb-udp-flows-per-source N    concurrent UDP flows of one client address or IPv6 /64 (default 64)
   --lb-udp-flows-per-cluster N   concurrent UDP flows of one cluster, all ports (default 2048)
   --replica-id NAME    this replica's identity, a DNS label (default: host name and a random suffix)
+  --admin-group GROUP  hub users in GROUP may use the admin API (/api/tower/v1/), /metrics and the status
+                       page (/) on the front door
+  --metrics-listen HOST:PORT   also serve /metrics here, without credentials (keep it on an internal network)
+  --no-request-metrics   take no per-request metrics (to measure their cost; the page's charts stay empty)
   --log-level LEVEL    debug, info, warn, error (default info)
   --oidc-issuer URL    accept ID tokens from this OpenID Connect issuer (https; repeatable for several)
   --oidc-client-id ID  the audience those tokens must carry (once, or once per issuer)
@@ -280,6 +284,9 @@ async function serve(args: string[]): Promise<void> {
     "oidc-groups-claim": { type: "string", multiple: true, default: [] },
     "oidc-username-prefix": { type: "string", multiple: true, default: [] },
     "oidc-groups-prefix": { type: "string", multiple: true, default: [] },
+    "admin-group": { type: "string" },
+    "metrics-listen": { type: "string" },
+    "no-request-metrics": { type: "boolean", default: false },
   });
   const oidc = oidcConfigs({
     issuers: values["oidc-issuer"] as string[],
@@ -333,6 +340,11 @@ async function serve(args: string[]): Promise<void> {
     auditLog: String(values["audit-log"]),
     lb: lbConfig(values),
     handshakeTimeoutMs: parseDuration(String(values["login-timeout"]), "--login-timeout"),
+    adminGroup: values["admin-group"] as string | undefined,
+    requestMetrics: values["no-request-metrics"] !== true,
+    metricsListen: values["metrics-listen"] === undefined
+      ? undefined
+      : parseHostPort(String(values["metrics-listen"]), "--metrics-listen"),
     log,
   });
   log.info("hub listening", {

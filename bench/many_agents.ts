@@ -27,6 +27,7 @@ for (const a of spec.agents as { cluster: string; token: string }[]) {
     hubConnections: 2,
     proxyEnv: {},
     logLevel: "warn",
+    metricsListen: undefined,
     kubernetes: undefined,
     services: undefined,
   }, log);

@@ -9,7 +9,7 @@ import { Buffer } from "node:buffer";
 import YAML from "yaml";
 import { round, type Row } from "./_util.ts";
 import type { Job, Target } from "./kube_load.ts";
-import { startTowerEnv } from "../tests/e2e/tower_env.ts";
+import { startTowerEnv, type TowerEnv } from "../tests/e2e/tower_env.ts";
 import type { TestCluster } from "../tests/cluster/cluster.ts";
 import { repoRoot } from "../tests/helpers/tower_procs.ts";
 
@@ -26,7 +26,8 @@ export interface ProxyBenchOptions {
   watchUpdates: number;
 }
 
-async function runJob(cluster: TestCluster, job: Job): Promise<Record<string, number>> {
+/** Runs one load-generator job inside the cluster's network namespace and returns its result. */
+export async function runJob(cluster: TestCluster, job: Job): Promise<Record<string, number>> {
   const file = `${cluster.dir}/job-${crypto.randomUUID()}.json`;
   await Deno.writeTextFile(file, JSON.stringify(job));
   const child = cluster.spawnInNetns([Deno.execPath(), "run", "-A", "bench/kube_load.ts", file], {
@@ -41,22 +42,27 @@ async function runJob(cluster: TestCluster, job: Job): Promise<Record<string, nu
   return JSON.parse(new TextDecoder().decode(out.stdout).trim().split("\n").pop()!);
 }
 
+/** A load-generator target for `cluster` through the env's hub, as a new user with full rights. */
+export async function hubTarget(env: TowerEnv, cluster: string): Promise<Target> {
+  const kc = YAML.parse(
+    await Deno.readTextFile(await env.addUser("bench", ["system:masters"], ["*"])),
+  ) as KubeconfigDoc;
+  const b64 = (s: string | undefined) => Buffer.from(s ?? "", "base64").toString();
+  return {
+    base: `https://${env.clusters.get(cluster)!.hubAddress}:${env.hub.port}/clusters/${cluster}`,
+    ca: b64(kc.clusters[0]?.cluster["certificate-authority-data"]),
+    cert: b64(kc.users[0]?.user["client-certificate-data"]),
+    key: b64(kc.users[0]?.user["client-key-data"]),
+  };
+}
+
 /** Runs the latency, large-list and watch scenarios. */
 export async function proxyBench(opts: ProxyBenchOptions): Promise<Row[]> {
   const rows: Row[] = [];
   const env = await startTowerEnv({ clusters: ["bench"] });
   try {
     const cluster = env.clusters.get("bench")!;
-    const kc = YAML.parse(
-      await Deno.readTextFile(await env.addUser("bench", ["system:masters"], ["*"])),
-    ) as KubeconfigDoc;
-    const b64 = (s: string | undefined) => Buffer.from(s ?? "", "base64").toString();
-    const viaHub: Target = {
-      base: `https://${cluster.hubAddress}:${env.hub.port}/clusters/bench`,
-      ca: b64(kc.clusters[0]?.cluster["certificate-authority-data"]),
-      cert: b64(kc.users[0]?.user["client-certificate-data"]),
-      key: b64(kc.users[0]?.user["client-key-data"]),
-    };
+    const viaHub = await hubTarget(env, "bench");
     const direct: Target = {
       base: cluster.apiserverUrl,
       ca: await Deno.readTextFile(cluster.caFile),

@@ -9,6 +9,7 @@ import { hashToken, newToken } from "../lib/registry/mod.ts";
 import { FileRegistry } from "../lib/registry/mod.ts";
 import { addCluster, type HubProcess, repoRoot, scratchDir, startHub } from "../tests/helpers/tower_procs.ts";
 import { freePort } from "../tests/helpers/net_servers.ts";
+import { fetchMetricsText, parseSamples, sampleSum } from "../tests/helpers/metrics_text.ts";
 
 async function waitForConnected(
   hub: HubProcess,
@@ -43,7 +44,12 @@ export async function scaleBench(counts: number[]): Promise<Row[]> {
     });
     agents.push(...more);
     const port = await freePort();
-    let hub = await startHub({ dataDir, port, args: ["--audit-log", `${dataDir}/audit.log`] });
+    const metricsPort = await freePort();
+    let hub = await startHub({
+      dataDir,
+      port,
+      args: ["--audit-log", `${dataDir}/audit.log`, "--metrics-listen", `127.0.0.1:${metricsPort}`],
+    });
     const spec = `${dataDir}/agents.json`;
     await Deno.writeTextFile(
       spec,
@@ -67,12 +73,21 @@ export async function scaleBench(counts: number[]): Promise<Row[]> {
       // Idle for a while longer: the connection storm's garbage is collected, keepalives keep flowing.
       await new Promise((r) => setTimeout(r, 15_000));
       const idleKiB = rssKiB(hub.child.pid);
-      // The hub's own account (status.json, rewritten every 5 s): V8 heap vs memory outside it.
-      const mem = JSON.parse(await Deno.readTextFile(`${dataDir}/status.json`)).memory ?? {};
+      // The hub's own account (its /metrics): V8 heap vs memory outside it.
+      const samples = parseSamples(await fetchMetricsText(`http://127.0.0.1:${metricsPort}/metrics`));
+      const mem = {
+        heapUsed: sampleSum(samples, "deno_heap_used_bytes"),
+        heapTotal: sampleSum(samples, "deno_heap_total_bytes"),
+        external: sampleSum(samples, "deno_external_memory_bytes"),
+      };
       // Restart the hub on the same port; the agents come back by themselves.
       await hub.stop();
       const restartAt = performance.now();
-      hub = await startHub({ dataDir, port, args: ["--audit-log", `${dataDir}/audit.log`] });
+      hub = await startHub({
+        dataDir,
+        port,
+        args: ["--audit-log", `${dataDir}/audit.log`, "--metrics-listen", `127.0.0.1:${metricsPort}`],
+      });
       const back = await waitForConnected(hub, n, 0, 60_000);
       const reconnectMs = performance.now() - restartAt;
       rows.push({
@@ -83,9 +98,9 @@ export async function scaleBench(counts: number[]): Promise<Row[]> {
         hubRssMiB: round(loadedKiB / 1024, 1),
         kibPerSession: round((loadedKiB - baseKiB) / n, 1),
         idleKibPerSession: round((idleKiB - baseKiB) / n, 1),
-        heapUsedMiB: round((mem.heapUsed ?? 0) / 2 ** 20, 1),
-        heapTotalMiB: round((mem.heapTotal ?? 0) / 2 ** 20, 1),
-        externalMiB: round((mem.external ?? 0) / 2 ** 20, 1),
+        heapUsedMiB: round(mem.heapUsed / 2 ** 20, 1),
+        heapTotalMiB: round(mem.heapTotal / 2 ** 20, 1),
+        externalMiB: round(mem.external / 2 ** 20, 1),
         reconnectAllS: round(reconnectMs / 1000, 1),
         reconnected: back,
         failed: n - back,

@@ -23,6 +23,7 @@ import {
   parseReplicasUpdate,
   proxyFor,
   redactUrl,
+  type TunnelStream,
 } from "../tunnel/mod.ts";
 import type { AgentConfig } from "./agent_config.ts";
 import { tcpEndpoint } from "./endpoints.ts";
@@ -30,6 +31,9 @@ import { kubeEndpoint } from "./kube_endpoint.ts";
 import { kubernetesEndpoint } from "../kube/endpoint_names.ts";
 import { ServiceCatalog } from "./service_catalog.ts";
 import { startServiceController } from "./service_controller.ts";
+// Types only: prom-client is loaded (by the entrypoint) only when metrics are asked for.
+import type { AgentMetrics } from "./agent_metrics.ts";
+import { type MetricsListener, startMetricsListener } from "../metrics/metrics_listener.ts";
 
 /** Agent version reported to the hub. */
 export const agentVersion = "0.1.0";
@@ -53,15 +57,22 @@ export interface Agent {
   done: Promise<void>;
 }
 
-/** Starts the agent loop. */
-export function startAgent(cfg: AgentConfig, log: Logger): Agent {
+/** Starts the agent loop; with `metrics`, counts its work there and serves them on `cfg.metricsListen`. */
+export function startAgent(cfg: AgentConfig, log: Logger, metrics?: AgentMetrics): Agent {
   const id = `${hostname()}-${crypto.randomUUID().slice(0, 8)}`;
   const endpoints = new Map<string, Endpoint>();
-  for (const p of cfg.publish) endpoints.set(p.name, tcpEndpoint(p.host, p.port));
+  const counted = (name: string, ep: Endpoint) => metrics ? metrics.instrument(name, ep) : ep;
+  for (const p of cfg.publish) endpoints.set(p.name, counted(p.name, tcpEndpoint(p.host, p.port)));
   const kube = cfg.kubernetes
-    ? kubeEndpoint({ ...cfg.kubernetes, log: log.with({ endpoint: "kubernetes" }) })
+    ? kubeEndpoint({
+      ...cfg.kubernetes,
+      log: log.with({ endpoint: "kubernetes" }),
+      ...(metrics
+        ? { onResponse: (seconds: number, status: number) => metrics.apiserverResponse(seconds, status) }
+        : {}),
+    })
     : undefined;
-  if (kube) endpoints.set(kubernetesEndpoint, kube);
+  if (kube) endpoints.set(kubernetesEndpoint, counted(kubernetesEndpoint, kube));
   /** Backoff while the agent holds no tunnel at all. */
   const backoff = new Backoff({ baseMs: 1000, capMs: cfg.backoffCapMs, resetAfterMs: 60_000 });
   /** Backoff between dials for more replicas while at least one tunnel is up (duplicates count as failures). */
@@ -91,8 +102,9 @@ export function startAgent(cfg: AgentConfig, log: Logger): Agent {
       endpoints.delete(name);
       for (const t of tunnels) void t.session.unpublish(name);
     }
-    for (const [name, ep] of next) {
+    for (const [name, raw] of next) {
       const isNew = !endpoints.has(name);
+      const ep = counted(name, raw);
       endpoints.set(name, ep);
       if (!isNew) continue;
       for (const t of tunnels) {
@@ -135,7 +147,7 @@ export function startAgent(cfg: AgentConfig, log: Logger): Agent {
     });
 
   /** Dials one tunnel through the hub URL (a load balancer may pick any replica) and logs in. */
-  const dial = async (): Promise<{ session: HubSession; hello: HubHello }> => {
+  const dial = async (): Promise<{ session: HubSession; hello: HubHello; tunnel: TunnelStream }> => {
     const tunnel = await dialTunnel(cfg.hubUrl, { ca: cfg.ca, proxy });
     const session = await connectHub(tunnel, {
       cluster: cfg.cluster,
@@ -152,7 +164,7 @@ export function startAgent(cfg: AgentConfig, log: Logger): Agent {
     });
     try {
       const hello = await timeout(session.hubHello, helloTimeoutMs, "the hub sent no hello");
-      return { session, hello };
+      return { session, hello, tunnel };
     } catch (e) {
       session.close();
       throw e;
@@ -160,9 +172,11 @@ export function startAgent(cfg: AgentConfig, log: Logger): Agent {
   };
 
   /** Takes a new tunnel into service: handlers, endpoints, and its end. */
-  const adopt = async (session: HubSession, hello: HubHello) => {
+  const adopt = async (session: HubSession, hello: HubHello, stream: TunnelStream) => {
     const t: Tunnel = { session, replica: hello.replica, leaving: false, since: Date.now() };
     tunnels.add(t);
+    metrics?.hubConnect("ok");
+    metrics?.tunnelUp(stream);
     replicas = hello.replicas;
     session.onControl((msg) => {
       try {
@@ -192,6 +206,7 @@ export function startAgent(cfg: AgentConfig, log: Logger): Agent {
     });
     void session.closed.then((reason) => {
       tunnels.delete(t);
+      metrics?.tunnelDown(stream);
       alog.warn("disconnected from hub", { reason, replica: t.replica, tunnels: tunnels.size });
       if (tunnels.size === 0) backoff.connectionLived(Date.now() - t.since);
       needDelay = true;
@@ -234,7 +249,7 @@ export function startAgent(cfg: AgentConfig, log: Logger): Agent {
       }
       skipWait = false;
       try {
-        const { session, hello } = await dial();
+        const { session, hello, tunnel } = await dial();
         refusals = 0;
         if (stopped) {
           session.close();
@@ -246,6 +261,7 @@ export function startAgent(cfg: AgentConfig, log: Logger): Agent {
           // otherwise send every retry back to the same replica, and a round-robin one can fall in step
           // with other agents' retries.
           alog.info("duplicate tunnel parked", { replica: hello.replica, replicas: hello.replicas });
+          metrics?.hubConnect("duplicate");
           replicas = hello.replicas;
           parked.push(session);
           if (parked.length > maxParked) parked.shift()!.close();
@@ -253,12 +269,13 @@ export function startAgent(cfg: AgentConfig, log: Logger): Agent {
           continue;
         }
         for (const p of parked.splice(0)) p.close();
-        await adopt(session, hello);
+        await adopt(session, hello, tunnel);
         spread = new Backoff({ baseMs: 1000, capMs: cfg.backoffCapMs, resetAfterMs: 60_000 });
         // Spread the next dial a little, so a fleet that just connected does not dial again in step.
         needDelay = staying().length < wanted();
       } catch (e) {
         if (e instanceof HostKeyMismatchError) throw e;
+        metrics?.hubConnect(e instanceof AuthRefusedError ? "refused" : "unreachable");
         if (e instanceof AuthRefusedError) {
           refusals++;
           const fields = { error: e, refusalsInARow: refusals, hint: "check --cluster and the join token" };
@@ -276,6 +293,15 @@ export function startAgent(cfg: AgentConfig, log: Logger): Agent {
     }
   };
 
+  let listener: MetricsListener | undefined;
+  if (metrics && cfg.metricsListen) {
+    const { host, port } = cfg.metricsListen;
+    startMetricsListener(host, port, metrics.registry, alog).then((l) => {
+      listener = l;
+      if (stopped) void l.close();
+      alog.info("metrics listening", { listen: `${host}:${l.port}` });
+    }, (e) => alog.error("metrics listener not started", { listen: `${host}:${port}`, error: e }));
+  }
   const done = loop();
   return {
     reconnectNow: () => {
@@ -287,6 +313,7 @@ export function startAgent(cfg: AgentConfig, log: Logger): Agent {
     },
     stop: () => {
       stopped = true;
+      void listener?.close();
       kube?.close();
       stopServices?.();
       void catalog?.stop();

@@ -38,6 +38,8 @@ export interface AgentConfig {
   hubConnections: number;
   proxyEnv: ProxyEnv;
   logLevel: "debug" | "info" | "warn" | "error";
+  /** Where to serve `/metrics` (undefined: not served). */
+  metricsListen: { host: string; port: number } | undefined;
   /** Serve the cluster's API server as endpoint `kubernetes` (undefined: not enabled). */
   kubernetes: KubernetesConfig | undefined;
   /** Services for hub users and the LoadBalancer controller (needs `kubernetes`). */
@@ -77,6 +79,7 @@ Usage: main_agent.ts [flags]            (each flag also reads the env var in bra
   --backoff-max DURATION    longest wait between reconnects (default 30s) [TOWER_BACKOFF_MAX]
   --hub-connections N       keep tunnels to N distinct hub replicas, 1-${maxHubConnections} (default 2) [TOWER_HUB_CONNECTIONS]
   --log-level LEVEL         debug, info, warn, error (default info) [TOWER_LOG_LEVEL]
+  --metrics-listen HOST:PORT  serve Prometheus /metrics here (default: not served) [TOWER_METRICS_LISTEN]
   --kubernetes              serve this cluster's API server as endpoint 'kubernetes' [TOWER_KUBERNETES=true]
   --apiserver URL           API server (default https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT) [TOWER_APISERVER]
   --sa-dir DIR              ServiceAccount token and ca.crt (default /var/run/secrets/kubernetes.io/serviceaccount) [TOWER_SA_DIR]
@@ -115,6 +118,7 @@ export async function loadAgentConfig(
     "lb-class": { type: "string" },
     "lb-without-class": { type: "boolean" },
     "no-services": { type: "boolean" },
+    "metrics-listen": { type: "string" },
   });
   if (positionals.length) throw new ConfigError(`unexpected argument '${positionals[0]}'`);
   const get = (flag: string, envName: string) => (values[flag] as string | undefined) ?? env(envName);
@@ -184,6 +188,7 @@ export async function loadAgentConfig(
     throw new ConfigError(`--log-level '${level}' is unknown`);
   }
 
+  const metricsText = get("metrics-listen", "TOWER_METRICS_LISTEN");
   const kubeOn = values.kubernetes === true || env("TOWER_KUBERNETES") === "true";
   const kubernetes = kubeOn ? await loadKubernetes(get, env) : undefined;
 
@@ -208,6 +213,7 @@ export async function loadAgentConfig(
       noProxy: env("NO_PROXY") ?? env("no_proxy"),
     },
     logLevel: level as AgentConfig["logLevel"],
+    metricsListen: metricsText === undefined ? undefined : parseHostPort(metricsText, "--metrics-listen"),
   };
 }
 

@@ -10,6 +10,7 @@ import http from "node:http";
 import net from "node:net";
 import type { Duplex } from "node:stream";
 import type { Logger } from "../log/log.ts";
+import { longRunningKind } from "../kube/long_running.ts";
 import type { Endpoint } from "../tunnel/mod.ts";
 import { DuplexClients, endToEndHeaders, isUpgrade, ReverseProxy } from "../proxy/mod.ts";
 import { refuseWithStatus, sendStatus, statusResponder } from "../kube/status.ts";
@@ -29,6 +30,8 @@ export interface KubeEndpointConfig {
   tokenRefreshMs?: number;
   modes: AuthMode[];
   log: Logger;
+  /** Hears how long each ordinary (not long-running) request to the API server took, and its status. */
+  onResponse?: (seconds: number, status: number) => void;
 }
 
 /** Header the hub sets to the mode of a request. */
@@ -86,9 +89,13 @@ export function kubeEndpoint(cfg: KubeEndpointConfig): Endpoint & { close(): voi
       sendStatus(res, t.refuse[0], t.refuse[1]);
       return;
     }
+    const started = performance.now();
     void proxy.request(req, res, { upstream: apiserver, path: req.url ?? "/", headers: t.headers }).then(
       (o) => {
         if (o.error && !o.status) cfg.log.warn("apiserver request failed", { error: o.error });
+        if (cfg.onResponse && !longRunningKind(req.method ?? "GET", req.url ?? "/")) {
+          cfg.onResponse((performance.now() - started) / 1000, o.status);
+        }
       },
     );
   });

@@ -1,11 +1,10 @@
 /**
  * Admin commands on the hub's storage: add, list, remove clusters and rotate their tokens. They edit the
  * registry (file or host cluster); a running hub picks the change up within a second (and closes sessions
- * of removed clusters or rotated tokens). `list` reads the live status the hub(s) report.
+ * of removed clusters or rotated tokens). `list` reads the live status the hub(s) report (admin API).
  * @module
  */
 
-import { join } from "node:path";
 import { hostname } from "node:os";
 import { checkClusterName, ConfigError } from "../config/mod.ts";
 import {
@@ -19,7 +18,9 @@ import {
 import type { HubAgents } from "../registry/k8s_cluster_status.ts";
 import type { HubStorage } from "./hub_storage.ts";
 import { agentManifest } from "./agent_manifest.ts";
-import type { AgentSummary } from "./cluster_sessions.ts";
+import { dataPaths } from "./data_dir.ts";
+import { askAnyReplica } from "./admin_socket.ts";
+import type { ClustersResponse } from "./admin_api.ts";
 
 /** What `cluster add` and `rotate-token` hand back to print. */
 export interface IssuedToken {
@@ -208,7 +209,7 @@ export interface ClusterRow {
   labels: Record<string, string>;
   agents: number;
   since: string | undefined;
-  /** Bytes through the cluster's sessions (file registry only: the status file has them). */
+  /** Bytes through the cluster's sessions (file registry only: the admin API has them). */
   bytesIn?: number;
   bytesOut?: number;
 }
@@ -232,27 +233,21 @@ export async function listClusters(
     });
     return { hubRunning: true, rows };
   }
-  const dataDir = storage.dataDir;
-  let live: Record<string, AgentSummary[]> = {};
-  let hubRunning = false;
-  try {
-    const status = JSON.parse(await Deno.readTextFile(join(dataDir, "status.json")));
-    hubRunning = Date.now() - Date.parse(status.updatedAt) < 15_000;
-    if (hubRunning) live = status.clusters ?? {};
-  } catch {
-    // no status: the hub is not running
-  }
+  // A file registry: ask a running replica's admin API (it gathers every replica's agents).
+  const live = await askAnyReplica(dataPaths(storage.dataDir).adminSockets, "/api/tower/v1/clusters") as
+    | ClustersResponse
+    | undefined;
+  const agentsOf = new Map((live?.clusters ?? []).map((c) => [c.name, c.agents]));
   const rows = data.clusters.map((c) => {
-    const agents = live[c.name] ?? [];
-    const since = agents.map((a) => a.since).sort()[0];
+    const agents = agentsOf.get(c.name) ?? [];
     return {
       name: c.name,
       labels: c.labels ?? {},
       agents: agents.length,
-      since,
+      since: agents.map((a) => a.since).sort()[0],
       bytesIn: agents.reduce((n, a) => n + a.bytesIn, 0),
       bytesOut: agents.reduce((n, a) => n + a.bytesOut, 0),
     };
   });
-  return { hubRunning, rows };
+  return { hubRunning: live !== undefined, rows };
 }

@@ -32,6 +32,12 @@ export interface AgentSummary {
 /** All agent sessions of all clusters on this hub. */
 export class ClusterSessions {
   readonly #byCluster = new Map<string, Set<AgentConnection>>();
+  readonly #channelOpened: (seconds: number, ok: boolean) => void;
+
+  /** `channelOpened` hears how long each agent took to accept or refuse a channel (for metrics). */
+  constructor(opts: { channelOpened?: (seconds: number, ok: boolean) => void } = {}) {
+    this.#channelOpened = opts.channelOpened ?? (() => {});
+  }
 
   /** Registers a session; it is dropped by itself when it closes. */
   add(agent: AgentConnection): void {
@@ -108,9 +114,13 @@ export class ClusterSessions {
         throw new NoAgentError(`no agent of cluster '${cluster}' can take a channel to '${endpoint}'`);
       }
       tried.add(agent);
+      const started = performance.now();
       try {
-        return { channel: await agent.openChannel(endpoint), agent };
+        const channel = await agent.openChannel(endpoint);
+        this.#channelOpened((performance.now() - started) / 1000, true);
+        return { channel, agent };
       } catch (e) {
+        this.#channelOpened((performance.now() - started) / 1000, false);
         lastError = e as Error;
       }
     }

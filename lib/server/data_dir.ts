@@ -1,5 +1,5 @@
 /**
- * The hub's data dir: registry, host key, CA and serving certificate, live status. Everything secret is
+ * The hub's data dir: registry, host key, CA and serving certificate, the admin socket. Everything secret is
  * created here on first start with mode 0600 and loaded from here afterwards.
  * @module
  */
@@ -22,9 +22,10 @@ export function dataPaths(dir: string): {
   caKey: string;
   serverCert: string;
   serverKey: string;
-  status: string;
   peerCaCert: string;
   peerCaKey: string;
+  /** Each replica's admin socket, `REPLICA.sock` (replicas may share a data dir). */
+  adminSockets: string;
 } {
   return {
     registry: join(dir, "registry.yaml"),
@@ -33,9 +34,9 @@ export function dataPaths(dir: string): {
     caKey: join(dir, "ca.key"),
     serverCert: join(dir, "server.crt"),
     serverKey: join(dir, "server.key"),
-    status: join(dir, "status.json"),
     peerCaCert: join(dir, "peer-ca.crt"),
     peerCaKey: join(dir, "peer-ca.key"),
+    adminSockets: join(dir, "admin"),
   };
 }
 

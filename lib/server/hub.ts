@@ -1,14 +1,14 @@
 /**
- * The hub: front door, SSH server for agent tunnels, live sessions, registry watch, forward listeners
- * and the status file that `cluster list` reads. It wires these together and applies registry changes to
- * live sessions; each concern lives in its own module.
+ * The hub: front door, SSH server for agent tunnels, live sessions, registry watch, forward listeners,
+ * metrics, the admin API and its sockets. It wires these together and applies registry changes to live
+ * sessions; each concern lives in its own module.
  * @module
  */
 
 import type http from "node:http";
 import type { Duplex } from "node:stream";
 import type { Logger } from "../log/log.ts";
-import { isLongRunning } from "../kube/long_running.ts";
+import { longRunningKind } from "../kube/long_running.ts";
 import { InFlight } from "./in_flight.ts";
 import { drain, type DrainReport } from "./drain.ts";
 import { peerIdentity, type PeerListener, startPeerListener } from "./peer_link.ts";
@@ -30,6 +30,13 @@ import { KubeReplicaLeases } from "../registry/k8s_replica_leases.ts";
 import { answer, type FrontDoor, refuseUpgrade, startFrontDoor } from "./front_door.ts";
 import { type ForwardListener, type ForwardRule, startForward } from "./tcp_forward.ts";
 import { kubeProxy } from "./kube_proxy.ts";
+import { HubMetrics } from "./hub_metrics.ts";
+import { adminApi, checkAdmin } from "./admin_api.ts";
+import { adminSocketPath, askAdminSocket, startAdminSocket } from "./admin_socket.ts";
+import { gatherSnapshots, replicaSnapshot, type SnapshotSource } from "./replica_snapshot.ts";
+import { StatusHistory } from "./status_history.ts";
+import { statusRoute } from "./status_route.ts";
+import { answerMetrics, type MetricsListener, startMetricsListener } from "../metrics/mod.ts";
 import { UserAuthenticator } from "./user_auth.ts";
 import { type OidcIssuerConfig, OidcVerifier } from "./oidc_verifier.ts";
 import { type AuditLog, openAuditLog } from "./audit.ts";
@@ -40,6 +47,9 @@ export const towerVersion = "0.1.0";
 
 /** A replica's lease lapses this long after its last renewal (renewed every third of it). */
 const replicaLeaseTtlMs = 15_000;
+
+/** How long a replica waits for a peer's snapshot before listing it as unreachable. */
+const peerAskTimeoutMs = 2000;
 
 /** With other replicas alive, a draining replica serves until no request has started for this long. */
 const drainQuietMs = 2000;
@@ -67,6 +77,15 @@ export interface HubConfig {
   peer?: { host: string; port: number; advertise?: string | undefined } | undefined;
   /** Public LoadBalancer ports; undefined: LoadBalancer Services are not served. */
   lb?: LbConfig | undefined;
+  /** Users in this group may use the admin API, `/metrics` and the status page on the front door. */
+  adminGroup?: string | undefined;
+  /**
+   * Per-request metrics (requests, latency, open streams, the status page's charts); default on. Off is
+   * for measuring what they cost (BENCHMARKS.md); session, channel and LB metrics stay.
+   */
+  requestMetrics?: boolean | undefined;
+  /** A separate address serving only `/metrics`, without credentials. */
+  metricsListen?: { host: string; port: number } | undefined;
   /** Trusted OpenID Connect issuers whose ID tokens are accepted as bearer tokens. */
   oidc?: OidcIssuerConfig[];
   log: Logger;
@@ -97,6 +116,7 @@ export async function startHub(config: HubConfig): Promise<Hub> {
   const dataDir = storage.dataDir;
   const registryStore = storage.registry;
   let registry = await registryStore.read();
+  let clusterNames = new Set(registry.clusters.map((c) => c.name));
   const hostKey = await storage.material.hostKey();
   const ca = await storage.material.ca();
   const tls = config.tls.mode === "plain" ? undefined : await storage.material.servingCert(
@@ -105,7 +125,8 @@ export async function startHub(config: HubConfig): Promise<Hub> {
     config.tls.mode === "files" ? config.tls : undefined,
   );
 
-  const sessions = new ClusterSessions();
+  // The metrics read the sessions, and the sessions report channel opens to the metrics.
+  const sessions = new ClusterSessions({ channelOpened: (s, ok) => m.channelOpened(s, ok) });
   // In a host cluster, Cluster status shows the agents of every replica (written on connect/disconnect).
   const statusWriter = storage.kubernetes
     ? new ClusterStatusWriter(storage.kubernetes.host, storage.kubernetes.registry, config.replicaId, log)
@@ -159,17 +180,51 @@ export async function startHub(config: HubConfig): Promise<Hub> {
   }
   await leases.hold(config.replicaId, peerAddress);
   const lb = config.lb ? new LbManager(config.lb, sessions, channels, registryStore, log) : undefined;
+  const m = new HubMetrics({
+    sessions,
+    lb,
+    registered: (name) => clusterNames.has(name),
+  });
+  const history = new StatusHistory();
+  m.onRequest((entry, cluster) => history.request(entry, cluster));
+  lb?.onRefused((reason, service) => {
+    m.lbRefused(reason);
+    history.refused({
+      what: "lb",
+      cluster: m.cluster(service.split("/")[0]!),
+      code: 0,
+      user: null,
+      reason: `${reason}: ${service}`,
+    });
+  });
   await lb?.start(registry);
+  const agentAuth = agentAuthenticator(() => registry, log);
   const ssh = new SshHub({
     hostKey: hostKey.key,
-    authenticate: agentAuthenticator(() => registry, log),
+    authenticate: async (cluster, token, address) => {
+      const ok = await agentAuth(cluster, token, address);
+      if (!ok) {
+        m.agentRefused(cluster);
+        history.refused({
+          what: "agent",
+          cluster: m.cluster(cluster),
+          code: 0,
+          user: null,
+          reason: `agent login from ${address} refused (wrong join token or unknown cluster)`,
+        });
+      }
+      return ok;
+    },
     onAgent: (agent) => {
       log.info("agent connected", { cluster: agent.cluster, agent: agent.id, remote: agent.remoteAddress });
+      m.agentConnected(agent);
       sessions.add(agent);
+      status.changed();
       reportAgents(agent.cluster);
       agent.onClose((reason) => {
         log.info("agent disconnected", { cluster: agent.cluster, agent: agent.id, reason });
         reportAgents(agent.cluster);
+        status.changed();
       });
     },
     handshakeTimeoutMs: config.handshakeTimeoutMs,
@@ -189,7 +244,48 @@ export async function startHub(config: HubConfig): Promise<Hub> {
     log,
   });
   const streams = new OpenStreams();
-  const kube = kubeProxy({ sessions, registry: () => registry, users, audit, log, streams });
+  const requestMetrics = config.requestMetrics ?? true;
+  const kube = kubeProxy({
+    sessions,
+    registry: () => registry,
+    users,
+    audit: requestMetrics ? m.observing(audit) : audit,
+    log,
+    streams,
+  });
+  const replica = config.replicaId;
+  const local = () =>
+    replicaSnapshot({
+      replica,
+      version: towerVersion,
+      sessions,
+      lb,
+      streams: () => m.streamsOpen(),
+      requests: () => ({
+        draining: inFlight.draining,
+        ordinary: inFlight.ordinary,
+        longRunning: inFlight.longRunning,
+      }),
+    });
+  // Every live replica (by lease) is asked for its own snapshot on its admin socket: replicas share the
+  // data dir. Replicas on other machines would be asked over the peer link instead: this is that seam.
+  const socketsDir = dataPaths(dataDir).adminSockets;
+  const snapshots: SnapshotSource = async () =>
+    gatherSnapshots(
+      await local(),
+      leases.live().map((l) => l.id).filter((id) => id !== replica),
+      (peer) => askAdminSocket(adminSocketPath(socketsDir, peer), "/api/tower/v1/snapshot", peerAskTimeoutMs),
+    );
+  /** Admins on the front door: the admin API, `/metrics` and the status page. Refusals are counted. */
+  const isAdmin = async (req: http.IncomingMessage) => {
+    const check = await checkAdmin(req, users, registry, config.adminGroup);
+    if (!check.ok) m.authFailure(check.code === 401 ? "user" : "forbidden");
+    return check;
+  };
+  const api = adminApi({ registry: () => registry, check: isAdmin, snapshots, local });
+  /** The cluster a user request names (its dedicated port's, or the one in `/clusters/NAME/`). */
+  const clusterOf = (req: http.IncomingMessage, fixed?: string) =>
+    fixed ?? /^\/clusters\/([^/?]+)/.exec(req.url ?? "")?.[1] ?? "";
   const wss = tunnelWebSocketServer();
   let closing = false;
   const frontDoor = await startFrontDoor({
@@ -199,18 +295,57 @@ export async function startHub(config: HubConfig): Promise<Hub> {
     ready: () => !closing && !inFlight.draining,
     log,
   });
+  // Long-running ones are also counted per cluster and kind for the metrics.
   const userRequest = (req: http.IncomingMessage, res: http.ServerResponse, cluster?: string) => {
     if (!kube.request(req, res, cluster)) return false;
-    inFlight.request(res, isLongRunning(req.method ?? "GET", req.url ?? "/"));
+    const kind = longRunningKind(req.method ?? "GET", req.url ?? "/");
+    inFlight.request(res, kind !== undefined);
+    if (kind && requestMetrics) m.streamStarted(clusterOf(req, cluster), kind, res);
     return true;
   };
   const userUpgrade = (req: http.IncomingMessage, socket: Duplex, head: Uint8Array, cluster?: string) => {
     if (!kube.upgrade(req, socket, head, cluster)) return false;
     inFlight.upgrade(socket);
+    if (requestMetrics) {
+      m.streamStarted(
+        clusterOf(req, cluster),
+        longRunningKind(req.method ?? "GET", req.url ?? "/", true)!,
+        socket,
+      );
+    }
     return true;
   };
   frontDoor.route((req, res) => userRequest(req, res));
   frontDoor.upgrade((req, socket, head) => userUpgrade(req, socket, head));
+  const status = statusRoute({
+    check: isAdmin,
+    view: async () => {
+      const snaps = await snapshots();
+      const clusters = await api.clusters(snaps);
+      return {
+        clusters,
+        rates: Object.fromEntries(clusters.clusters.map((c) => [c.name, history.rates(c.name)])),
+        lbPorts: (await api.lbPorts(snaps)).ports,
+        refusals: history.refusals(),
+        at: new Date(),
+      };
+    },
+    log,
+  });
+  frontDoor.route(status.route);
+  frontDoor.route(api.route);
+  frontDoor.route((req, res) => {
+    if ((req.url ?? "").split("?")[0] !== "/metrics") return false;
+    req.resume();
+    isAdmin(req).then(async (check) => {
+      if (!check.ok) return answer(res, check.code, check.message);
+      await answerMetrics(m.registry, req, res);
+    }).catch((e) => {
+      log.error("metrics not rendered", { error: e });
+      res.destroy();
+    });
+    return true;
+  });
   frontDoor.route((req, res) => {
     if ((req.url ?? "").split("?")[0] !== "/tunnel") return false;
     answer(res, 426, "the tunnel path takes WebSocket upgrades only");
@@ -278,6 +413,7 @@ export async function startHub(config: HubConfig): Promise<Hub> {
     }
     // With peers, every replica serves every allocated port, whichever replica allocated it.
     if (peerLink) void lb?.follow();
+    clusterNames = new Set(next.clusters.map((c) => c.name));
     for (const c of next.clusters) {
       const labels = JSON.stringify(c.labels ?? {});
       if (labelsBefore.has(c.name) && labelsBefore.get(c.name) !== labels) {
@@ -290,6 +426,7 @@ export async function startHub(config: HubConfig): Promise<Hub> {
       if (!after.has(name)) {
         const n = sessions.closeCluster(name, "cluster removed");
         void lb?.releaseCluster(name);
+        history.forget(name);
         log.info("cluster removed", { cluster: name, sessionsClosed: n });
       } else if (after.get(name) !== hash) {
         const n = sessions.closeCluster(name, "join token rotated");
@@ -299,40 +436,25 @@ export async function startHub(config: HubConfig): Promise<Hub> {
     syncClusterDoors();
   });
 
-  await Deno.mkdir(dataDir, { recursive: true, mode: 0o700 });
-  const statusPath = dataPaths(dataDir).status;
-  let lastSummary = "";
-  let statusTicks = 0;
-  const writeStatus = async () => {
-    // Rewritten within 250 ms of any change (sessions, channels, bytes), and every 5 s anyway so
-    // readers can tell a live hub from a dead one.
-    const summary = JSON.stringify(sessions.summary());
-    const requests = JSON.stringify({
-      draining: inFlight.draining,
-      ordinary: inFlight.ordinary,
-      longRunning: inFlight.longRunning,
-    });
-    if (summary + requests === lastSummary && ++statusTicks < 20) return;
-    lastSummary = summary + requests;
-    statusTicks = 0;
-    const body = `{"pid":${Deno.pid},"replica":"${config.replicaId}","updatedAt":"${
-      new Date().toISOString()
-    }","memory":${JSON.stringify(Deno.memoryUsage())},"requests":${requests},"clusters":${summary}}`;
-    const tmp = `${statusPath}.tmp`;
-    await Deno.writeTextFile(tmp, body).then(() => Deno.rename(tmp, statusPath)).catch((e) =>
-      log.warn("status file not written", { error: e })
-    );
-  };
-  const statusTimer = setInterval(writeStatus, 250);
-  await writeStatus();
+  const adminSocket = await startAdminSocket(adminSocketPath(socketsDir, replica), api.serve, log);
+  let metricsListener: MetricsListener | undefined;
+  if (config.metricsListen) {
+    const { host, port } = config.metricsListen;
+    metricsListener = await startMetricsListener(host, port, m.registry, log);
+    log.info("metrics listening", { listen: `${host}:${metricsListener.port}` });
+  }
 
   const forwards: ForwardListener[] = [];
   try {
     for (const rule of config.forwards) forwards.push(await startForward(rule, channels, log));
   } catch (e) {
-    clearInterval(statusTimer);
     stopWatch();
-    await Promise.all([frontDoor.close(), ...forwards.map((f) => f.close())]);
+    await Promise.all([
+      frontDoor.close(),
+      ...forwards.map((f) => f.close()),
+      adminSocket?.close(),
+      metricsListener?.close(),
+    ]);
     await peerLink?.close();
     await leases.release();
     await storage.close();
@@ -359,7 +481,7 @@ export async function startHub(config: HubConfig): Promise<Hub> {
       }, { timeoutMs, quietMs: drainQuietMs, staggerMs: drainStaggerMs }),
     close: async () => {
       closing = true;
-      clearInterval(statusTimer);
+      status.close();
       stopWatch();
       const held = sessions.clusters();
       sessions.closeAll("hub shutting down");
@@ -369,6 +491,8 @@ export async function startHub(config: HubConfig): Promise<Hub> {
         frontDoor.close(),
         ...forwards.map((f) => f.close()),
         ...doors.map((d) => d?.close()),
+        adminSocket?.close(),
+        metricsListener?.close(),
       ]);
       await audit.close();
       await lb?.close();
@@ -376,7 +500,6 @@ export async function startHub(config: HubConfig): Promise<Hub> {
       await leases.release();
       await statusWriter?.close(held);
       await storage.close();
-      await Deno.remove(statusPath).catch(() => {});
     },
   };
 }

@@ -51,6 +51,8 @@ interface WantedPort {
 /** A running public listener. */
 interface Listener {
   alloc: LoadBalancerPort;
+  /** Flows open now: TCP connections, or UDP peers. */
+  flows(): number;
   close(): Promise<void>;
 }
 
@@ -65,6 +67,7 @@ export class LbManager {
   readonly #udpFlows = new Map<string, ClusterFlowCount>();
   /** One allocation change at a time, so two agents' syncs never hand out the same port. */
   #queue: Promise<unknown> = Promise.resolve();
+  readonly #refusedHandlers = new Set<(reason: string, service: string) => void>();
 
   constructor(
     cfg: LbConfig,
@@ -112,6 +115,27 @@ export class LbManager {
   /** Allocations currently served (for tests and status). */
   allocations(): LoadBalancerPort[] {
     return [...this.#listeners.values()].map((l) => l.alloc);
+  }
+
+  /** Allocations with their open flows. */
+  ports(): { alloc: LoadBalancerPort; flows: number }[] {
+    return [...this.#listeners.values()].map((l) => ({ alloc: l.alloc, flows: l.flows() }));
+  }
+
+  /** Open flows on all public ports, by protocol. */
+  flowsOpen(): { tcp: number; udp: number } {
+    const open = { tcp: 0, udp: 0 };
+    for (const l of this.#listeners.values()) open[l.alloc.protocol === "UDP" ? "udp" : "tcp"] += l.flows();
+    return open;
+  }
+
+  /** Calls `handler` for each flow that could not be carried (for metrics and the status page). */
+  onRefused(handler: (reason: string, service: string) => void): void {
+    this.#refusedHandlers.add(handler);
+  }
+
+  #refused(reason: string, a: LoadBalancerPort): void {
+    for (const h of this.#refusedHandlers) h(reason, `${a.cluster}/${a.service}:${a.port}/${a.protocol}`);
   }
 
   /** Handles a control message from an agent; true when it was an LB message. */
@@ -221,6 +245,7 @@ export class LbManager {
       socket.once("close", () => sockets.delete(socket));
       this.#channels.openChannel(a.cluster, endpoint).then(({ channel }) => splice(socket, channel), (e) => {
         this.#log.warn("lb connection refused", { service: `${a.cluster}/${a.service}:${a.port}`, error: e });
+        this.#refused("no_agent", a);
         socket.destroy();
       });
     });
@@ -230,6 +255,7 @@ export class LbManager {
         server.off("error", reject);
         resolve({
           alloc: a,
+          flows: () => sockets.size,
           close: () =>
             new Promise((r) => {
               for (const s of sockets) s.destroy();
@@ -268,7 +294,10 @@ export class LbManager {
       let flow = flows.get(key);
       if (!flow) {
         const release = ledger.take(rinfo.address);
-        if (!release) return;
+        if (!release) {
+          this.#refused("flow_cap", a);
+          return;
+        }
         const f: Flow = { queue: [msg], lastSeen: Date.now(), release };
         flow = f;
         flows.set(key, f);
@@ -294,6 +323,7 @@ export class LbManager {
             error: e,
           });
           forget(key, f);
+          this.#refused("no_agent", a);
         });
         return;
       }
@@ -314,6 +344,7 @@ export class LbManager {
         socket.off("error", reject);
         resolve({
           alloc: a,
+          flows: () => flows.size,
           close: () =>
             new Promise((r) => {
               clearInterval(sweep);

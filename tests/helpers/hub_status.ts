@@ -1,28 +1,37 @@
 /**
- * The hub's status file (`status.json` in its data dir, rewritten within 250 ms of any change to its
- * sessions, and every 5 s anyway), read as the admin commands read it, and waited on as it is rewritten.
+ * The running hub's sessions, read as the admin commands read them (the admin API on a replica's admin
+ * socket in the data dir), and waited on until they show something.
  * @module
  */
 
-import { join } from "node:path";
+import { askAnyReplica } from "../../lib/server/admin_socket.ts";
+import type { ClustersResponse } from "../../lib/server/admin_api.ts";
+import { dataPaths } from "../../lib/server/mod.ts";
 
-/** One agent session in the status file. */
+/** One agent session. */
 export interface AgentStatus {
   id: string;
+  replica: string;
   openChannels: number;
   late: boolean;
 }
 
-/** The status file: the hub's pid, when it was written, and the sessions of each cluster. */
+/** The sessions of each cluster, on every replica, and when the answering replica took them. */
 export interface HubStatus {
-  pid: number;
   updatedAt: string;
   clusters: Record<string, AgentStatus[]>;
 }
 
-/** The status file as it is now. */
+/** The hub's sessions as they are now; fails when no hub runs on the data dir. */
 export async function readHubStatus(dataDir: string): Promise<HubStatus> {
-  return JSON.parse(await Deno.readTextFile(join(dataDir, "status.json"))) as HubStatus;
+  const live = await askAnyReplica(dataPaths(dataDir).adminSockets, "/api/tower/v1/clusters") as
+    | ClustersResponse
+    | undefined;
+  if (!live) throw new Error(`no hub answers on the admin sockets of ${dataDir}`);
+  return {
+    updatedAt: live.replicas[0]?.takenAt ?? "",
+    clusters: Object.fromEntries(live.clusters.map((c) => [c.name, c.agents])),
+  };
 }
 
 /** Open channels of a cluster's agents, summed. */
@@ -30,10 +39,12 @@ export function openChannels(status: HubStatus, cluster: string): number {
   return (status.clusters[cluster] ?? []).reduce((n, a) => n + a.openChannels, 0);
 }
 
+/** How often {@link waitForHubStatus} asks (one in-process request on a Unix socket). */
+const askEveryMs = 100;
+
 /**
- * Waits until a version of the status file makes `check` return a value other than `undefined`, and
- * returns that value. `check` sees the current file first, then every rewrite (the data dir is watched),
- * so it may keep state across calls. Fails after `ms`, naming `what` and the last status seen.
+ * Asks the hub until its sessions make `check` return a value other than `undefined`, and returns that
+ * value; `check` may keep state across calls. Fails after `ms`, naming `what` and the last status seen.
  */
 export async function waitForHubStatus<T>(
   dataDir: string,
@@ -41,32 +52,19 @@ export async function waitForHubStatus<T>(
   check: (status: HubStatus) => T | undefined,
   ms = 10_000,
 ): Promise<T> {
-  const watcher = Deno.watchFs(dataDir, { recursive: false });
+  const deadline = Date.now() + ms;
   let last: HubStatus | undefined;
-  const timer = setTimeout(() => watcher.close(), ms);
-  const attempt = async () => {
+  for (;;) {
     try {
       last = await readHubStatus(dataDir);
-    } catch {
-      return undefined; // not written yet
-    }
-    return check(last);
-  };
-  try {
-    let got = await attempt();
-    if (got !== undefined) return got;
-    for await (const event of watcher) {
-      if (!event.paths.some((p) => p.endsWith("/status.json"))) continue;
-      got = await attempt();
+      const got = check(last);
       if (got !== undefined) return got;
-    }
-    throw new Error(`hub status: not within ${ms} ms: ${what}; last status: ${JSON.stringify(last)}`);
-  } finally {
-    clearTimeout(timer);
-    try {
-      watcher.close();
     } catch {
-      // already closed by the timer
+      // the hub is not listening yet
     }
+    if (Date.now() > deadline) {
+      throw new Error(`hub status: not within ${ms} ms: ${what}; last status: ${JSON.stringify(last)}`);
+    }
+    await new Promise((r) => setTimeout(r, askEveryMs));
   }
 }

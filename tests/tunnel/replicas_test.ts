@@ -10,6 +10,7 @@ import {
   addCluster,
   type HubProcess,
   scratchDir,
+  serverCommand,
   startAgent,
   startHub,
   type TowerProcess,
@@ -80,6 +81,10 @@ Deno.test("agents keep tunnels to K distinct replicas behind HAProxy, and get th
     assert.equal((await waitHolding(k5, 3, 60_000)).size, 3);
     const ids = hubs.map(replicaOf);
     for (const r of held) assert.ok(ids.includes(r), `${r} is not one of ${ids}`);
+    // Status is the same from any replica: each gathers every live replica's agents over the admin
+    // sockets in the shared data dir, and `cluster list` asks whichever answers.
+    const listed = await serverCommand(["cluster", "list", "--data-dir", dataDir]);
+    assert.match(listed.stdout, /^alpha\s+5\s/m, listed.stdout);
 
     // Every replica serves the endpoint through a tunnel of its own, or through no agent at all.
     for (let i = 0; i < 3; i++) {

@@ -1,7 +1,7 @@
 /** The long-running split a draining hub uses, table-tested. */
 
 import assert from "node:assert/strict";
-import { isLongRunning } from "../../../lib/kube/long_running.ts";
+import { isLongRunning, longRunningKind } from "../../../lib/kube/long_running.ts";
 
 Deno.test("long-running requests: watch, log, exec, attach, port-forward, proxy and Service paths", () => {
   const table: [string, string, boolean][] = [
@@ -31,4 +31,24 @@ Deno.test("long-running requests: watch, log, exec, attach, port-forward, proxy 
     ["GET", "/openapi/v3", false],
   ];
   for (const [method, url, want] of table) assert.equal(isLongRunning(method, url), want, `${method} ${url}`);
+});
+
+Deno.test("long-running kinds, for the metrics: upgrades are always long-running", () => {
+  const table: [string, string, boolean, string | undefined][] = [
+    ["GET", "/clusters/a/api/v1/pods?watch=true", false, "watch"],
+    ["GET", "/api/v1/namespaces/a/pods/p/log", false, "log"],
+    ["POST", "/clusters/a/api/v1/namespaces/a/pods/p/exec?command=sh", true, "exec"],
+    ["GET", "/api/v1/namespaces/a/pods/p/attach", true, "attach"],
+    ["POST", "/api/v1/namespaces/a/pods/p/portforward", true, "portforward"],
+    ["GET", "/api/v1/nodes/n/proxy/metrics", false, "proxy"],
+    ["GET", "/services/ns/web:80/", false, "service"],
+    ["GET", "/clusters/a/services/ns/db:5432", true, "service"],
+    ["GET", "/some/other/path", true, "upgrade"],
+    ["GET", "/api/v1/pods", false, undefined],
+    // A refused exec never upgraded is still of the exec kind: the API server says the same.
+    ["POST", "/api/v1/namespaces/a/pods/p/exec", false, "exec"],
+  ];
+  for (const [method, url, upgraded, want] of table) {
+    assert.equal(longRunningKind(method, url, upgraded), want, `${method} ${url} upgraded=${upgraded}`);
+  }
 });
