@@ -16,8 +16,40 @@ import { type ControlMessage, ControlStream, controlSubsystem } from "./control_
 import { type AgentHello, type HubHello, parseAgentHello } from "./control_messages.ts";
 import type { TunnelStream } from "./websocket_stream.ts";
 
+/**
+ * Bounds per agent session on what the hub holds for it. The defaults are {@link defaultAgentCaps}.
+ */
+export interface AgentCaps {
+  /** Channel opens sent to the agent and not yet confirmed or refused by it. */
+  pendingOpens: number;
+  /** Channels open at once, counting pending opens. */
+  openChannels: number;
+  /** Endpoint names the agent may publish. */
+  endpoints: number;
+}
+
+/**
+ * Why these numbers:
+ * - `pendingOpens` 256: a healthy agent answers an open within a round trip plus one dial of its target,
+ *   so even a burst (the API channel reserve is 4 per cluster and auth mode; kubectl bursts 10) leaves
+ *   only a handful pending. Hundreds pending means the agent or its targets hang; the hub's callbacks
+ *   for them must not pile up, so further opens fail at once and the next agent is tried.
+ * - `openChannels` 4096: above the UDP LoadBalancer per-cluster flow cap (2048, one channel a flow) plus
+ *   a user's 500 open requests, so those finer caps bite first in normal use; this is the backstop
+ *   against many users together. Each channel's buffered data is bounded by its SSH window.
+ * - `endpoints` 10,000: the same bound as the endpoint list in the agent's hello.
+ */
+export const defaultAgentCaps: AgentCaps = { pendingOpens: 256, openChannels: 4096, endpoints: 10_000 };
+
+/** An open to an agent was refused by the hub itself: the session is at one of its {@link AgentCaps}. */
+export class AgentAtCapError extends Error {
+  override name = "AgentAtCapError";
+}
+
 /** Settings of the hub's SSH server. */
 export interface SshHubOptions {
+  /** Bounds per agent session; {@link defaultAgentCaps} when absent. */
+  caps?: AgentCaps;
   /** The hub's host key, OpenSSH private key text. */
   hostKey: string;
   /** Decides whether `token` admits an agent of `cluster`; must take the same time whatever the answer. */
@@ -49,8 +81,11 @@ export class AgentConnection {
   readonly endpoints = new Set<string>();
   /** What the agent said about itself in its hello (empty until it arrives). */
   hello: Partial<AgentHello> = {};
-  /** Channels currently open. */
+  /** Channels currently open, counting pending opens. */
   openChannels = 0;
+  /** Channel opens sent and not yet answered by the agent. */
+  pendingOpens = 0;
+  readonly caps: AgentCaps;
   /** The keepalive interval the agent asked for (its hello), else the hub's. */
   keepaliveMs: number;
   #control: ControlStream | undefined;
@@ -66,7 +101,9 @@ export class AgentConnection {
     cluster: string,
     keepaliveMs: number,
     log: Logger,
+    caps: AgentCaps = defaultAgentCaps,
   ) {
+    this.caps = caps;
     this.#conn = conn;
     this.#tunnel = tunnel;
     this.cluster = cluster;
@@ -93,16 +130,31 @@ export class AgentConnection {
 
   /**
    * Opens a channel to an endpoint the agent published. Rejects when it did not publish it, when the
-   * agent refuses (it could not dial its target), or when the session is gone.
+   * agent refuses (it could not dial its target), when the session is gone, and at once with
+   * {@link AgentAtCapError} when the session is at its cap of pending opens or open channels.
    */
   openChannel(endpoint: string): Promise<Duplex> {
     if (this.#closed) return Promise.reject(new Error(`agent ${this.id} is disconnected`));
     if (!this.endpoints.has(endpoint)) {
       return Promise.reject(new Error(`agent ${this.id} does not publish endpoint '${endpoint}'`));
     }
+    if (this.pendingOpens >= this.caps.pendingOpens) {
+      return Promise.reject(
+        new AgentAtCapError(
+          `agent ${this.id} has ${this.pendingOpens} channel opens unanswered, the limit per agent`,
+        ),
+      );
+    }
+    if (this.openChannels >= this.caps.openChannels) {
+      return Promise.reject(
+        new AgentAtCapError(`agent ${this.id} has ${this.openChannels} channels open, the limit per agent`),
+      );
+    }
     this.openChannels++;
+    this.pendingOpens++;
     return new Promise((resolve, reject) => {
       this.#conn.openssh_forwardOutStreamLocal(endpoint, (err, channel) => {
+        this.pendingOpens--;
         if (err) {
           this.openChannels--;
           reject(new Error(`agent ${this.id} refused a channel to '${endpoint}': ${err.message}`));
@@ -231,11 +283,31 @@ export class SshHub {
     });
     conn.on("ready", () => {
       clearTimeout(timer);
-      agent = new AgentConnection(conn, tunnel, cluster, this.#opts.keepaliveMs, this.#opts.log);
+      agent = new AgentConnection(
+        conn,
+        tunnel,
+        cluster,
+        this.#opts.keepaliveMs,
+        this.#opts.log,
+        this.#opts.caps ?? defaultAgentCaps,
+      );
       const a = agent;
       conn.on("request", (accept, reject, name, data) => this.#onRequest(a, accept, reject, name, data));
-      conn.on("session", (acceptSession) => {
+      // An agent opens one session, for the control stream; any other is refused while that one is open.
+      let sessionOpen = false;
+      conn.on("session", (acceptSession, rejectSession) => {
+        if (sessionOpen) {
+          this.#opts.log.warn("agent channel refused", {
+            agent: a.id,
+            channel: "session",
+            reason: "one at a time",
+          });
+          rejectSession();
+          return;
+        }
+        sessionOpen = true;
         const session = acceptSession();
+        session.once("close", () => sessionOpen = false);
         session.on("subsystem", (accept, reject, sub) => {
           if (sub.name !== controlSubsystem) {
             reject?.();
@@ -267,7 +339,8 @@ export class SshHub {
     const socketPath = (data as { socketPath?: unknown }).socketPath;
     if (
       name === "streamlocal-forward@openssh.com" && typeof socketPath === "string" &&
-      isEndpointName(socketPath)
+      isEndpointName(socketPath) &&
+      (agent.endpoints.has(socketPath) || agent.endpoints.size < agent.caps.endpoints)
     ) {
       agent.endpoints.add(socketPath);
       accept?.();

@@ -7,7 +7,14 @@ export {
   HostKeyMismatchError,
   HubSession,
 } from "./agent_ssh.ts";
-export { AgentConnection, SshHub, type SshHubOptions } from "./hub_ssh.ts";
+export {
+  AgentAtCapError,
+  type AgentCaps,
+  AgentConnection,
+  defaultAgentCaps,
+  SshHub,
+  type SshHubOptions,
+} from "./hub_ssh.ts";
 export { Backoff, type BackoffOptions } from "./backoff.ts";
 export { type ControlMessage, ControlStream } from "./control_stream.ts";
 export {
