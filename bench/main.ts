@@ -4,7 +4,7 @@
  * and sizes. `--smoke` runs every scenario with tiny sizes (CI runs it so the suite never rots; it
  * asserts nothing about speed).
  *
- *   deno task bench [--only cipher,throughput,latency,list,watch,scale,fairness,cpu,rtt,connect] [--bytes MiB]
+ *   deno task bench [--only cipher,throughput,latency,list,watch,metrics,scale,fairness,cpu,rtt,connect] [--bytes MiB]
  *                   [--seconds S] [--list N] [--scale 100,500,1000] [--smoke]
  * @module
  */
@@ -18,6 +18,7 @@ import { channelCostBench, tunnelBench } from "./tunnel_bench.ts";
 import { cipherBench } from "./cipher_bench.ts";
 import { proxyBench } from "./proxy_bench.ts";
 import { scaleBench } from "./scale_bench.ts";
+import { metricsBench } from "./metrics_bench.ts";
 import { cipherOrder } from "../lib/tunnel/mod.ts";
 import { repoRoot } from "../tests/helpers/tower_procs.ts";
 
@@ -35,7 +36,9 @@ const { values } = parseArgs({
 });
 const smoke = values.smoke === true;
 const only = new Set(
-  String(values.only ?? "cipher,throughput,latency,list,watch,scale,fairness,cpu,rtt,connect").split(","),
+  String(values.only ?? "cipher,throughput,latency,list,watch,metrics,scale,fairness,cpu,rtt,connect").split(
+    ",",
+  ),
 );
 const MiB = 1 << 20;
 const bytes = Number(values.bytes ?? (smoke ? 4 : 512)) * MiB;
@@ -86,6 +89,11 @@ if (only.has("rtt") || only.has("connect")) {
 }
 if (only.has("latency") || only.has("list") || only.has("watch")) {
   const r = await proxyBench({ seconds, listCount, watchUpdates: smoke ? 10 : 200 });
+  print(r);
+  rows.push(...r);
+}
+if (only.has("metrics")) {
+  const r = metricsBench(smoke ? 10_000 : 500_000);
   print(r);
   rows.push(...r);
 }

@@ -33,6 +33,7 @@ Deno.test("deno task bench --smoke runs every scenario and writes JSON results",
         "latency",
         "large list",
         "watch latency",
+        "metrics",
         "scale",
       ]
     ) {

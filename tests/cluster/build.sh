@@ -33,6 +33,7 @@ GO_TOOLS=(
   "kubectl        | k8s  | k8s.io/kubernetes/cmd/kubectl        | $k8s_ldflags"
   "oidc-provider  | oidc-provider | . | -s -w"  # zitadel/oidc's example OP, wrapped (single sign-on tests)
   "helm           | helm | helm.sh/helm/v3/cmd/helm             | -s -w -X helm.sh/helm/v3/internal/version.version=v3.22.0"  # chart tests
+  "promtool       | promtool | github.com/prometheus/prometheus/cmd/promtool | -s -w"
 )
 
 cache_root=${XDG_CACHE_HOME:-$HOME/.cache}/tower
