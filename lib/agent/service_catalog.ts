@@ -1,12 +1,14 @@
 /**
  * The agent's view of the cluster's Services and their ready endpoints, kept by
- * `@kubernetes/client-node` informers (list, then watch from the list's resourceVersion, relist on 410).
+ * informers from lib/kube/informer.ts (list, then watch from the list's resourceVersion, relist on 410,
+ * watches renewed by the server so a quiet cluster does not end them).
  * It answers "where may a channel to this service port go" and nothing else: only addresses found in
  * the Service's EndpointSlices are ever dialed.
  * @module
  */
 
 import * as k8s from "@kubernetes/client-node";
+import { type Informer, makeInformer } from "../kube/informer.ts";
 import type { Logger } from "../log/log.ts";
 
 /** How to reach the API server as the agent's ServiceAccount (token re-read on every connect). */
@@ -43,8 +45,8 @@ export interface Backend {
 export class ServiceCatalog {
   readonly #log: Logger;
   readonly #access: ApiAccess;
-  #services: k8s.Informer<k8s.V1Service> & k8s.ObjectCache<k8s.V1Service> | undefined;
-  #slices: k8s.Informer<k8s.V1EndpointSlice> & k8s.ObjectCache<k8s.V1EndpointSlice> | undefined;
+  #services: Informer<k8s.V1Service> | undefined;
+  #slices: Informer<k8s.V1EndpointSlice> | undefined;
   #listeners = new Set<() => void>();
   #rr = new Map<string, number>();
   #stopped = false;
@@ -59,8 +61,8 @@ export class ServiceCatalog {
     const kc = await kubeConfigFor(this.#access);
     const core = kc.makeApiClient(k8s.CoreV1Api);
     const discovery = kc.makeApiClient(k8s.DiscoveryV1Api);
-    this.#services = k8s.makeInformer(kc, "/api/v1/services", () => core.listServiceForAllNamespaces());
-    this.#slices = k8s.makeInformer(
+    this.#services = makeInformer(kc, "/api/v1/services", () => core.listServiceForAllNamespaces());
+    this.#slices = makeInformer(
       kc,
       "/apis/discovery.k8s.io/v1/endpointslices",
       () => discovery.listEndpointSliceForAllNamespaces(),

@@ -29,7 +29,7 @@ export interface HostClusterOptions {
 
 /** A configured client of the host cluster and the namespace the hub works in. */
 export interface HostCluster {
-  /** Client configuration: `kc.makeApiClient(k8s.CoreV1Api)`, `k8s.makeInformer(kc, …)`. */
+  /** Client configuration: `kc.makeApiClient(k8s.CoreV1Api)`, informers: `makeInformer` of lib/kube/informer.ts. */
   kc: k8s.KubeConfig;
   /** The namespace every hub object lives in. */
   namespace: string;

@@ -9,6 +9,7 @@
  */
 
 import * as k8s from "@kubernetes/client-node";
+import { makeInformer } from "../kube/informer.ts";
 import type { Logger } from "../log/log.ts";
 import { isReplicaId } from "../config/mod.ts";
 import { isPeerAddress, type ReplicaLease, type ReplicaLeases } from "./replica_leases.ts";
@@ -59,7 +60,7 @@ export class KubeReplicaLeases implements ReplicaLeases {
     this.#id = id;
     this.#peerAddress = peerAddress;
     const { kc, namespace } = this.#opts;
-    const informer = k8s.makeInformer(
+    const informer = makeInformer(
       kc,
       `/apis/coordination.k8s.io/v1/namespaces/${namespace}/leases`,
       () => this.#api.listNamespacedLease({ namespace, labelSelector: replicaLeaseLabel, limit: maxLeases }),
