@@ -187,9 +187,20 @@ export async function userKubeconfig(
     validMs,
     ...(record.certEpoch ? { serialPrefix: record.certEpoch } : {}),
   });
-  const server = hubServerUrl(data, serverFlag);
-  const b64 = (s: string) => btoa(s);
-  const userEntry = `tower-${user}`;
+  return kubeconfigYaml(hubServerUrl(data, serverFlag), ca.cert, clusters, `tower-${user}`, {
+    "client-certificate-data": btoa(cert.cert),
+    "client-key-data": btoa(cert.key),
+  });
+}
+
+/** A kubeconfig with one context per cluster (at `SERVER/clusters/NAME`), all using one user entry. */
+function kubeconfigYaml(
+  server: string,
+  caCert: string,
+  clusters: string[],
+  userEntry: string,
+  user: Record<string, unknown>,
+): string {
   return YAML.stringify({
     apiVersion: "v1",
     kind: "Config",
@@ -197,12 +208,9 @@ export async function userKubeconfig(
     "current-context": clusters[0],
     clusters: clusters.map((c) => ({
       name: c,
-      cluster: { server: `${server}/clusters/${c}`, "certificate-authority-data": b64(ca.cert) },
+      cluster: { server: `${server}/clusters/${c}`, "certificate-authority-data": btoa(caCert) },
     })),
-    users: [{
-      name: userEntry,
-      user: { "client-certificate-data": b64(cert.cert), "client-key-data": b64(cert.key) },
-    }],
+    users: [{ name: userEntry, user }],
     contexts: clusters.map((c) => ({ name: c, context: { cluster: c, user: userEntry } })),
   });
 }
@@ -245,42 +253,27 @@ export async function oidcKubeconfig(storage: HubStorage, o: OidcKubeconfigOptio
   const server = hubServerUrl(data, o.server);
   const main = o.mainScript ?? new URL("../../main_server.ts", import.meta.url).pathname;
   const config = new URL("../../deno.json", import.meta.url).pathname;
-  const userEntry = "tower-oidc";
-  return YAML.stringify({
-    apiVersion: "v1",
-    kind: "Config",
-    preferences: {},
-    "current-context": clusters[0],
-    clusters: clusters.map((c) => ({
-      name: c,
-      cluster: { server: `${server}/clusters/${c}`, "certificate-authority-data": btoa(ca.cert) },
-    })),
-    users: [{
-      name: userEntry,
-      user: {
-        exec: {
-          apiVersion: "client.authentication.k8s.io/v1",
-          command: o.deno ?? Deno.execPath(),
-          args: [
-            "run",
-            `--config=${config}`,
-            "-P=client",
-            `--allow-write=${o.cacheDir}`,
-            "--no-prompt",
-            main,
-            "login",
-            `--issuer=${o.issuer}`,
-            `--client-id=${o.clientId}`,
-            ...(o.caFile ? [`--ca-file=${o.caFile}`] : []),
-            `--cache-dir=${o.cacheDir}`,
-            `--flow=${o.flow}`,
-          ],
-          env: [{ name: "NO_COLOR", value: "1" }],
-          interactiveMode: "IfAvailable",
-          provideClusterInfo: false,
-        },
-      },
-    }],
-    contexts: clusters.map((c) => ({ name: c, context: { cluster: c, user: userEntry } })),
+  return kubeconfigYaml(server, ca.cert, clusters, "tower-oidc", {
+    exec: {
+      apiVersion: "client.authentication.k8s.io/v1",
+      command: o.deno ?? Deno.execPath(),
+      args: [
+        "run",
+        `--config=${config}`,
+        "-P=client",
+        `--allow-write=${o.cacheDir}`,
+        "--no-prompt",
+        main,
+        "login",
+        `--issuer=${o.issuer}`,
+        `--client-id=${o.clientId}`,
+        ...(o.caFile ? [`--ca-file=${o.caFile}`] : []),
+        `--cache-dir=${o.cacheDir}`,
+        `--flow=${o.flow}`,
+      ],
+      env: [{ name: "NO_COLOR", value: "1" }],
+      interactiveMode: "IfAvailable",
+      provideClusterInfo: false,
+    },
   });
 }
