@@ -33,6 +33,11 @@ export interface RateSeries {
   from: number;
   requests: number[];
   errors: number[];
+  /**
+   * Rates over the last 10 s, sliding: the current bucket plus the part of the previous one still inside
+   * the window. The newest bucket alone reads 0 right after every bucket boundary.
+   */
+  now: { requests: number; errors: number };
 }
 
 /** Request counts per cluster over time, and recent refusals. */
@@ -86,7 +91,14 @@ export class StatusHistory {
       requests.push((c?.requests[b % bucketCount] ?? 0) / (bucketMs / 1000));
       errors.push((c?.errors[b % bucketCount] ?? 0) / (bucketMs / 1000));
     }
-    return { from: (head - bucketCount + 1) * bucketMs, requests, errors };
+    const through = (this.#now() % bucketMs) / bucketMs;
+    const sliding = (series: number[]) => series.at(-1)! + series.at(-2)! * (1 - through);
+    return {
+      from: (head - bucketCount + 1) * bucketMs,
+      requests,
+      errors,
+      now: { requests: sliding(requests), errors: sliding(errors) },
+    };
   }
 
   /** Forgets a cluster that no longer exists. */

@@ -45,14 +45,18 @@ function rate(n: number): string {
 }
 
 /** A small line chart of per-second values over the last 15 minutes, with a text equivalent. */
-export function sparkline(values: number[], label: string, kind: "requests" | "errors"): string {
+export function sparkline(
+  values: number[],
+  label: string,
+  kind: "requests" | "errors",
+  now = values.at(-1) ?? 0,
+): string {
   const w = 180;
   const h = 36;
   const peak = Math.max(...values, 0);
   const scale = peak > 0 ? (h - 4) / peak : 0;
   const step = values.length > 1 ? w / (values.length - 1) : w;
   const points = values.map((v, i) => `${(i * step).toFixed(1)},${(h - 2 - v * scale).toFixed(1)}`).join(" ");
-  const now = values.at(-1) ?? 0;
   const text = `${label}: ${rate(now)}/s now, peak ${rate(peak)}/s over the last 15 minutes`;
   return `<figure class="chart ${kind}"><svg viewBox="0 0 ${w} ${h}" width="${w}" height="${h}" role="img" ` +
     `aria-label="${esc(text)}"><title>${esc(text)}</title><line x1="0" y1="${h - 1}" x2="${w}" y2="${
@@ -91,8 +95,8 @@ function clusterCard(c: ClusterRow, rates: RateSeries | undefined, now: Date): s
       Object.entries(c.labels).map(([k, v]) => ` <span class="label">${esc(k)}=${esc(v)}</span>`).join("")
     }</p>` +
     `<h4>Agents (${c.agents.length})</h4>${agents}` +
-    `<div class="charts">${sparkline(rates?.requests ?? zeros, "Requests", "requests")}${
-      sparkline(rates?.errors ?? zeros, "Errors", "errors")
+    `<div class="charts">${sparkline(rates?.requests ?? zeros, "Requests", "requests", rates?.now.requests)}${
+      sparkline(rates?.errors ?? zeros, "Errors", "errors", rates?.now.errors)
     }</div>` +
     `<p class="streams">Open streams: ${
       streams.length ? streams.map(([k, n]) => `${esc(k)} ${n}`).join(", ") : "none"

@@ -38,6 +38,12 @@ Deno.test("StatusHistory: requests and errors land in the current 10 s bucket as
   const later = h.rates("alpha");
   assert.equal(later.requests.at(-2), 3.6);
   assert.equal(later.requests.at(-1), 0);
+  assert.equal(later.now.requests, 3.6, "right after the boundary the last 10 s still hold them all");
+  now += bucketMs / 4;
+  assert.ok(
+    Math.abs(h.rates("alpha").now.requests - 2.7) < 1e-9,
+    "three quarters of the previous bucket still count",
+  );
   assert.equal(later.from, r.from + bucketMs);
   assert.deepEqual(h.rates("nobody").requests, new Array(bucketCount).fill(0));
 });

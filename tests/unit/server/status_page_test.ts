@@ -53,7 +53,14 @@ function view(): StatusView {
         },
       ],
     },
-    rates: { "edge-1": { from: 0, requests: [0, 1, 4.5], errors: [0, 0, 0.1] } },
+    rates: {
+      "edge-1": {
+        from: 0,
+        requests: [0, 1, 4.5],
+        errors: [0, 0, 0.1],
+        now: { requests: 4.5, errors: 0.1 },
+      },
+    },
     lbPorts: [],
     refusals: [{
       time: at.toISOString(),
