@@ -20,11 +20,18 @@ export interface AuditEntry {
   bytesOut: number;
   durationMs: number;
   agent: string | undefined;
+  /** The replica that relayed the request to its agent, when this replica holds none of the cluster's. */
+  via?: string;
   upgraded?: boolean;
   error?: string;
   remote?: string | undefined;
   /** Why the hub cut this request or stream off: its user was removed, or their credentials or access revoked. */
   revoked?: string;
+}
+
+/** Whether the hub itself turned the request away: no agent (here or on a peer) ever saw it. */
+export function refusedByHub(e: AuditEntry): boolean {
+  return e.agent === undefined && e.via === undefined;
 }
 
 /** Where audit lines go. */

@@ -12,21 +12,21 @@
 
 import http from "node:http";
 import type { Duplex } from "node:stream";
-import type { AgentConnection } from "../tunnel/mod.ts";
+import type { RoutedChannel } from "./peer_channels.ts";
 
-/** Opens a channel and says which agent session carries it. */
-export type ChannelOpener = () => Promise<{ channel: Duplex; agent: AgentConnection }>;
+/** Opens a channel: on a local agent session, or relayed by the peer replica that holds one. */
+export type ChannelOpener = () => Promise<RoutedChannel>;
 
-/** A channel with the agent session that carries it. */
-export interface OpenChannel {
-  channel: Duplex;
-  agent: AgentConnection;
-}
+/** A channel with what carries it. */
+export type OpenChannel = RoutedChannel;
 
-/** Whether a channel can still carry a request. */
+/**
+ * Whether a channel can still carry a request. A relayed channel closes when its peer or the peer's
+ * agent goes away, so its own state says it all.
+ */
 function usable(c: OpenChannel): boolean {
-  return !c.channel.destroyed && c.channel.readable && c.channel.writable && !c.agent.closed &&
-    !c.agent.isLate();
+  return !c.channel.destroyed && c.channel.readable && c.channel.writable &&
+    (c.agent === undefined || (!c.agent.closed && !c.agent.isLate()));
 }
 
 /** Keeps up to `size` unused open channels ready to hand out. */

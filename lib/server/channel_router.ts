@@ -20,16 +20,34 @@ export class ChannelRouter {
     this.#peers = peers;
   }
 
-  /** A channel to `endpoint` of `cluster` (on an agent accepting `mode`, when given). */
-  async openChannel(cluster: string, endpoint: string, mode?: string): Promise<RoutedChannel> {
+  /**
+   * A channel to `endpoint` of `cluster` (on an agent accepting `mode`, when given). Rejects with
+   * NoAgentError when no replica can open one, or with UnsuitableAgentError (message `unsuitable`, `%s`
+   * standing for the cluster) when this replica's agents publish the endpoint but none accepts `mode`
+   * and no peer could help either.
+   */
+  async openChannel(
+    cluster: string,
+    endpoint: string,
+    mode?: string,
+    unsuitable?: string,
+  ): Promise<RoutedChannel> {
     const suits = mode ? acceptsMode(mode) : undefined;
     if (!this.#peers || this.#sessions.pick(cluster, endpoint, undefined, suits)) {
       try {
-        return await this.#sessions.openChannel(cluster, endpoint, suits);
+        return await this.#sessions.openChannel(cluster, endpoint, suits, unsuitable);
       } catch (e) {
         if (!this.#peers || !(e instanceof NoAgentError)) throw e;
       }
     }
-    return await this.#peers.open(cluster, endpoint, mode);
+    try {
+      return await this.#peers.open(cluster, endpoint, mode);
+    } catch (e) {
+      // Say why this replica's own agents would not do, when they are the reason.
+      if (e instanceof NoAgentError && this.#sessions.of(cluster).length > 0) {
+        this.#sessions.requireAgent(cluster, endpoint, suits, unsuitable);
+      }
+      throw e;
+    }
   }
 }

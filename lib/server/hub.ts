@@ -246,7 +246,7 @@ export async function startHub(config: HubConfig): Promise<Hub> {
   const streams = new OpenStreams();
   const requestMetrics = config.requestMetrics ?? true;
   const kube = kubeProxy({
-    sessions,
+    channels,
     registry: () => registry,
     users,
     audit: requestMetrics ? m.observing(audit) : audit,

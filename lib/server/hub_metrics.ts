@@ -13,7 +13,7 @@ import type { Duplex } from "node:stream";
 import { Counter, Gauge, Histogram, newMetricsRegistry, type Registry } from "../metrics/mod.ts";
 import { type LongRunningKind, longRunningKind } from "../kube/long_running.ts";
 import type { AgentConnection } from "../tunnel/mod.ts";
-import type { AuditEntry, AuditLog } from "./audit.ts";
+import { type AuditEntry, type AuditLog, refusedByHub } from "./audit.ts";
 import type { ClusterSessions } from "./cluster_sessions.ts";
 import type { LbManager } from "./lb_manager.ts";
 
@@ -210,7 +210,7 @@ export class HubMetrics {
     if (kind) this.#streamDuration.observe({ kind }, e.durationMs / 1000);
     else this.#latency.observe({ cluster, verb }, e.durationMs / 1000);
     // A 401 or a 403 the hub gave itself (no agent carried it) is a refused credential.
-    if (e.agent === undefined && (e.status === 401 || e.status === 403)) {
+    if (refusedByHub(e) && (e.status === 401 || e.status === 403)) {
       this.authFailure(e.status === 401 ? "user" : "forbidden");
     }
     for (const h of this.#onRequest) h(e, cluster);

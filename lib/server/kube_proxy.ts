@@ -25,7 +25,8 @@ import {
   type Upstream,
 } from "../proxy/mod.ts";
 import { type AgentConnection, eofFramed, eofFramedUpgrade, splice } from "../tunnel/mod.ts";
-import { type ClusterSessions, NoAgentError, UnsuitableAgentError } from "./cluster_sessions.ts";
+import { NoAgentError, UnsuitableAgentError } from "./cluster_sessions.ts";
+import type { ChannelRouter } from "./channel_router.ts";
 import { type Identity, mayReach, type UserAuthenticator } from "./user_auth.ts";
 import { ChannelReserve, discard, KeepAliveChannels, oneShotAgent } from "./channel_reserve.ts";
 import type { AuditLog } from "./audit.ts";
@@ -36,7 +37,8 @@ export const authModeHeader = "x-tower-auth-mode";
 
 /** What the Kubernetes route needs from the hub. */
 export interface KubeProxyDeps {
-  sessions: ClusterSessions;
+  /** Channels to a cluster's endpoints: on this replica's agents, or relayed by a peer replica's. */
+  channels: ChannelRouter;
   registry: () => RegistryData;
   users: UserAuthenticator;
   audit: AuditLog;
@@ -52,10 +54,21 @@ interface Admitted {
   upstream: Upstream;
   /** The channel this request owns. */
   channel: Duplex;
-  /** The agent session that carried (or carries) the request, once known. */
-  carrier(): AgentConnection | undefined;
+  /** What carries the request: this replica's agent session, or the peer replica relaying it. */
+  carrier: Carrier;
   /** Gives back what the request held. */
   release(): void;
+}
+
+/** What carried a request, for its audit line. */
+interface Carrier {
+  agent?: AgentConnection;
+  via?: string;
+}
+
+/** The audit fields naming a carrier. */
+function carriedBy(c: Carrier | undefined): { agent: string | undefined; via?: string } {
+  return { agent: c?.agent?.id, ...(c?.via ? { via: c.via } : {}) };
 }
 
 /** A request refused before proxying, with its HTTP status and a message kubectl prints. */
@@ -185,13 +198,6 @@ export function identityHeaders(
   return headers;
 }
 
-function agentAllows(mode: AuthMode): (a: AgentConnection) => boolean {
-  return (a) => {
-    const modes = a.hello.authModes;
-    return Array.isArray(modes) ? modes.includes(mode) : mode === "impersonate";
-  };
-}
-
 /** The Kubernetes API route, as request and upgrade handlers for the front door. */
 export function kubeProxy(deps: KubeProxyDeps): {
   /** Handles `/clusters/…` requests; false for other paths. */
@@ -211,6 +217,8 @@ export function kubeProxy(deps: KubeProxyDeps): {
     return q < 0 ? "" : u.slice(q);
   };
 
+  const unsuitableFor = (mode: AuthMode) => `the agents of cluster '%s' do not accept auth mode '${mode}'`;
+
   // Ready channels to each cluster's API server, per auth mode.
   const reserves = new Map<string, ChannelReserve>();
   const reserveFor = (cluster: string, mode: AuthMode) => {
@@ -218,7 +226,7 @@ export function kubeProxy(deps: KubeProxyDeps): {
     let reserve = reserves.get(key);
     if (!reserve) {
       reserve = new ChannelReserve(() =>
-        deps.sessions.openChannel(cluster, kubernetesEndpoint, agentAllows(mode))
+        deps.channels.openChannel(cluster, kubernetesEndpoint, mode, unsuitableFor(mode))
       );
       reserves.set(key, reserve);
     }
@@ -283,7 +291,7 @@ export function kubeProxy(deps: KubeProxyDeps): {
     r: KubeRoute,
     who: Identity,
     mode: AuthMode,
-  ): Promise<{ outcome: ProxyOutcome; agent?: AgentConnection }> => {
+  ): Promise<{ outcome: ProxyOutcome; carrier?: Carrier }> => {
     const outcome: ProxyOutcome = { status: 0, bytesIn: 0, bytesOut: 0, upgraded: false };
     const method = req.method ?? "GET";
     const headers = identityHeaders(req.rawHeaders, mode, who, r.remote);
@@ -297,12 +305,6 @@ export function kubeProxy(deps: KubeProxyDeps): {
     for (let attempt = 0;; attempt++) {
       let c;
       try {
-        deps.sessions.requireAgent(
-          r.cluster,
-          kubernetesEndpoint,
-          agentAllows(mode),
-          `the agents of cluster '%s' do not accept auth mode '${mode}'`,
-        );
         c = await pool.take();
       } catch (e) {
         throw refusalOf(e, who);
@@ -330,7 +332,7 @@ export function kubeProxy(deps: KubeProxyDeps): {
         outcome.bytesIn = result.bytesIn;
         if (result.reusable) pool.give(c);
         else discard(channel);
-        return { outcome, agent: c.agent };
+        return { outcome, carrier: c };
       } catch (e) {
         discard(channel);
         const answered = (e as { answered?: boolean }).answered === true;
@@ -338,7 +340,7 @@ export function kubeProxy(deps: KubeProxyDeps): {
         outcome.error = (e as Error).message;
         if (!res.headersSent) sendStatus(res, 502, `cluster '${r.cluster}': ${(e as Error).message}`);
         else res.destroy();
-        return { outcome, agent: c.agent };
+        return { outcome, carrier: c };
       }
     }
   };
@@ -348,18 +350,12 @@ export function kubeProxy(deps: KubeProxyDeps): {
     const { who, mode } = await authorize(req, r);
     const svc = r.service;
     const endpoint = svc ? serviceEndpointName(svc.namespace, svc.name, svc.port) : kubernetesEndpoint;
-    const suits = svc ? undefined : agentAllows(mode);
-    const unsuitable = `the agents of cluster '%s' do not accept auth mode '${mode}'`;
     try {
-      let opened: { channel: Duplex; agent: AgentConnection };
-      if (!svc) {
-        // API requests (and upgrades) take a ready channel, so they do not wait for a channel open.
-        deps.sessions.requireAgent(r.cluster, endpoint, suits, unsuitable);
-        opened = await reserveFor(r.cluster, mode).take();
-      } else {
-        opened = await deps.sessions.openChannel(r.cluster, endpoint);
-      }
-      const { channel, agent } = opened;
+      // API requests (and upgrades) take a ready channel, so they do not wait for a channel open.
+      const opened = svc
+        ? await deps.channels.openChannel(r.cluster, endpoint)
+        : await reserveFor(r.cluster, mode).take();
+      const { channel } = opened;
       // One channel per request, through an agent of its own (see channel_reserve.ts).
       return {
         who,
@@ -374,7 +370,7 @@ export function kubeProxy(deps: KubeProxyDeps): {
               }),
             ),
         },
-        carrier: () => agent,
+        carrier: opened,
         release: () => discard(channel),
       };
     } catch (e) {
@@ -408,7 +404,7 @@ export function kubeProxy(deps: KubeProxyDeps): {
     started: number,
     outcome: Pick<ProxyOutcome, "status" | "bytesIn" | "bytesOut" | "upgraded" | "error">,
     who?: Identity,
-    agent?: AgentConnection,
+    carrier?: Carrier,
     revoked?: string,
   ) => {
     const [rest, q = ""] = r.path.split("?");
@@ -427,7 +423,7 @@ export function kubeProxy(deps: KubeProxyDeps): {
       bytesIn: outcome.bytesIn,
       bytesOut: outcome.bytesOut,
       durationMs: Math.round(performance.now() - started),
-      agent: agent?.id,
+      ...carriedBy(carrier),
       remote: r.remote,
       ...(outcome.upgraded ? { upgraded: true } : {}),
       ...(outcome.error ? { error: outcome.error } : {}),
@@ -491,7 +487,7 @@ export function kubeProxy(deps: KubeProxyDeps): {
           }
         };
         keptAlive().then(
-          ({ who, outcome, agent, revoked }) => audit(req, kr, started, outcome, who, agent, revoked),
+          ({ who, outcome, carrier, revoked }) => audit(req, kr, started, outcome, who, carrier, revoked),
           refused,
         );
         return true;
@@ -507,7 +503,7 @@ export function kubeProxy(deps: KubeProxyDeps): {
         );
         t.untrack();
         a.release();
-        audit(req, kr, started, outcome, a.who, a.carrier(), t.revoked());
+        audit(req, kr, started, outcome, a.who, a.carrier, t.revoked());
       }, refused);
       return true;
     },
@@ -526,7 +522,7 @@ export function kubeProxy(deps: KubeProxyDeps): {
       const started = performance.now();
       const kr = r;
       admit(req, kr).then(async (a) => {
-        const { who, agent } = { who: a.who, agent: a.carrier() };
+        const { who, carrier } = a;
         const t = tracked(kr, who, () => socket.destroy());
         if (kr.service && (req.headers.upgrade ?? "").toLowerCase() === eofFramedUpgrade) {
           // A TCP stream to the Service port (`main_server.ts forward`): answer the upgrade, then splice.
@@ -548,7 +544,7 @@ export function kubeProxy(deps: KubeProxyDeps): {
                 ...(stats.error ? { error: stats.error.message } : {}),
               },
               who,
-              agent,
+              carrier,
               t.revoked(),
             );
           });
@@ -564,7 +560,7 @@ export function kubeProxy(deps: KubeProxyDeps): {
         );
         t.untrack();
         a.release();
-        audit(req, kr, started, outcome, who, agent, t.revoked());
+        audit(req, kr, started, outcome, who, carrier, t.revoked());
       }, (e: Error) => {
         const code = e instanceof Refusal ? e.code : 500;
         refuse(code, e.message);

@@ -4,7 +4,7 @@
  * @module
  */
 
-import type { AuditEntry } from "./audit.ts";
+import { type AuditEntry, refusedByHub } from "./audit.ts";
 
 /** Width of one bucket. */
 export const bucketMs = 10_000;
@@ -60,7 +60,7 @@ export class StatusHistory {
     c.requests[i % bucketCount]! += 1;
     // Errors: the cluster could not be reached or answered with a server error.
     if (e.status === 0 || e.status >= 500) c.errors[i % bucketCount]! += 1;
-    if (e.agent === undefined && e.status >= 400) {
+    if (refusedByHub(e) && e.status >= 400) {
       this.refused({ what: "request", cluster, code: e.status, user: e.user ?? null, reason: e.error ?? "" });
     }
   }
