@@ -86,7 +86,7 @@ export class AgentMetrics {
     });
     new Counter({
       name: "tower_agent_tunnel_bytes_total",
-      help: "Bytes on the tunnel to the hub, by direction (in: from the hub).",
+      help: "Bytes on the tunnels to the hub (WebSocket payload), by direction (in: from the hub).",
       labelNames: ["direction"],
       registers,
       collect() {

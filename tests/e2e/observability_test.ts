@@ -157,8 +157,8 @@ Deno.test("metrics pass promtool and move with kubectl traffic, a watch and an a
     const agent = parseSamples(agentText);
     assert.ok(sampleSum(agent, "tower_agent_channels_total", { endpoint: "kubernetes", result: "ok" }) > 0);
     assert.ok(sampleSum(agent, "tower_agent_apiserver_request_duration_seconds_count", { code: "2xx" }) > 0);
-    // tower_agent_tunnel_bytes_total is not checked: over wss:// it reads 0 (Deno's TLS client leaves the
-    // byte counters of the TCP socket beneath it at 0), a known gap noted in the README.
+    assert.ok(sampleSum(agent, "tower_agent_tunnel_bytes_total", { direction: "in" }) > 0, agentText);
+    assert.ok(sampleSum(agent, "tower_agent_tunnel_bytes_total", { direction: "out" }) > 0, agentText);
     assert.equal(sampleSum(agent, "tower_agent_tunnels"), 1);
     assert.equal(sampleSum(agent, "tower_agent_hub_connects_total", { result: "ok" }), 1);
     const agentCheck = await promtoolCheck(agentText);
