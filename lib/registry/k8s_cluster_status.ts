@@ -33,8 +33,36 @@ export function nextClusterStatus(
   mine: HubAgents,
   now: string,
 ): Record<string, unknown> {
-  const hubs = ((current?.hubs ?? []) as HubAgents[]).filter((h) => h.replica !== mine.replica);
+  const hubs = hubsOf(current).filter((h) => h.replica !== mine.replica);
   if (mine.agents > 0) hubs.push(mine);
+  return withHubs(current, hubs, now);
+}
+
+/**
+ * The status a cluster should have without the entries of replicas `isGone` names (they died without
+ * removing their own: kill -9, a lost node), or undefined when it has none of them.
+ */
+export function prunedClusterStatus(
+  current: Record<string, unknown> | undefined,
+  isGone: (entry: HubAgents) => boolean,
+  now: string,
+): Record<string, unknown> | undefined {
+  const hubs = hubsOf(current);
+  const kept = hubs.filter((h) => !isGone(h));
+  return kept.length === hubs.length ? undefined : withHubs(current, kept, now);
+}
+
+function hubsOf(status: Record<string, unknown> | undefined): HubAgents[] {
+  const hubs = status?.hubs;
+  return Array.isArray(hubs) ? [...hubs as HubAgents[]] : [];
+}
+
+/** `current` with `hubs` as its entries, their sum, and the Connected condition to match. */
+function withHubs(
+  current: Record<string, unknown> | undefined,
+  hubs: HubAgents[],
+  now: string,
+): Record<string, unknown> {
   hubs.sort((a, b) => a.replica < b.replica ? -1 : a.replica > b.replica ? 1 : 0);
   const total = hubs.reduce((n, h) => n + h.agents, 0);
   const old = ((current?.conditions ?? []) as Condition[]).find((c) => c.type === "Connected");
@@ -52,6 +80,13 @@ export function nextClusterStatus(
   return { ...(current ?? {}), connectedAgents: total, hubs, conditions: [...others, connected] };
 }
 
+/**
+ * An entry of a replica without a live lease is removed when this replica saw that one alive before,
+ * or when the entry is older than this (a replica this one never saw live may be one whose lease is
+ * not in this replica's watch yet, having just started).
+ */
+const unseenReplicaGraceMs = 60_000;
+
 /** Writes this replica's agent counts into Cluster status, coalesced. */
 export class ClusterStatusWriter {
   readonly #registry: KubernetesRegistry;
@@ -61,6 +96,8 @@ export class ClusterStatusWriter {
   readonly #log: Logger;
   readonly #coalesceMs: number;
   readonly #pending = new Map<string, HubAgents>();
+  /** Replicas this one has seen holding a live lease. */
+  readonly #seenLive = new Set<string>();
   #timer: ReturnType<typeof setTimeout> | undefined;
   #flushing: Promise<void> = Promise.resolve();
   /** Status writes made so far (for measurements and tests). */
@@ -115,17 +152,49 @@ export class ClusterStatusWriter {
     const batch = new Map(this.#pending);
     this.#pending.clear();
     this.#flushing = this.#flushing.then(async () => {
-      for (const [cluster, mine] of batch) await this.#write(cluster, mine);
+      for (const [cluster, mine] of batch) {
+        await this.#write(cluster, (status, now) => nextClusterStatus(status, mine, now));
+      }
     });
     return this.#flushing;
   }
 
-  async #write(cluster: string, mine: HubAgents): Promise<void> {
+  /**
+   * Removes the entries of replicas without a live lease (`live`: the replicas that hold one now) from
+   * the status of `clusters`. Every replica does this when the live set changes; a lost race is re-read.
+   */
+  pruneGone(live: string[], clusters: string[], now = Date.now()): Promise<void> {
+    for (const id of live) this.#seenLive.add(id);
+    const alive = new Set(live);
+    const isGone = (h: HubAgents) =>
+      !alive.has(h.replica) && h.replica !== this.#replica &&
+      (this.#seenLive.has(h.replica) || !h.since || now - Date.parse(h.since) > unseenReplicaGraceMs);
+    const stale = clusters.filter((c) =>
+      prunedClusterStatus(this.#registry.clusterObject(c)?.status, isGone, "") !== undefined
+    );
+    if (!stale.length) return this.#flushing;
+    this.#flushing = this.#flushing.then(async () => {
+      for (const cluster of stale) {
+        const removed = await this.#write(
+          cluster,
+          (status, at) => prunedClusterStatus(status, isGone, at),
+        );
+        if (removed) this.#log.info("gone replicas removed from cluster status", { cluster });
+      }
+    });
+    return this.#flushing;
+  }
+
+  /** Writes `change(status)` unless it is undefined or the same; whether it wrote. */
+  async #write(
+    cluster: string,
+    change: (status: Record<string, unknown> | undefined, now: string) => Record<string, unknown> | undefined,
+  ): Promise<boolean> {
     for (let attempt = 1; attempt <= 5; attempt++) {
       const obj = this.#registry.clusterObject(cluster);
-      if (!obj) return;
-      const next = nextClusterStatus(obj.status, mine, new Date().toISOString());
-      if (JSON.stringify(next) === JSON.stringify(obj.status ?? {})) return;
+      if (!obj) return false;
+      const next = change(obj.status, new Date().toISOString());
+      if (!next || JSON.stringify(next) === JSON.stringify(obj.status ?? {})) return false;
       const rv = obj.metadata?.resourceVersion;
       try {
         await this.#custom.replaceNamespacedCustomObjectStatus({
@@ -137,20 +206,21 @@ export class ClusterStatusWriter {
           body: { ...obj, status: next } satisfies StoredObject,
         });
         this.writes++;
-        this.#log.debug("cluster status written", { cluster, agents: mine.agents, writes: this.writes });
+        this.#log.debug("cluster status written", { cluster, writes: this.writes });
         // Wait for the watch to show the write, so a following change starts from it.
         await this.#seen(cluster, rv);
-        return;
+        return true;
       } catch (e) {
         const status = apiStatus(e);
-        if (status === 404) return;
+        if (status === 404) return false;
         if (status !== 409) {
           this.#log.warn("cluster status not written", { cluster, error: apiMessage(e) });
-          return;
+          return false;
         }
         await this.#seen(cluster, rv);
       }
     }
+    return false;
   }
 
   /** Resolves when the cached object's version differs from `rv` (or after 5 s). */

@@ -48,6 +48,9 @@ export const towerVersion = "0.1.0";
 /** A replica's lease lapses this long after its last renewal (renewed every third of it). */
 const replicaLeaseTtlMs = 15_000;
 
+/** How often a replica looks for Cluster status entries of replicas that are gone (a local scan). */
+const statusPruneMs = 30_000;
+
 /** How long a replica waits for a peer's snapshot before listing it as unreachable. */
 const peerAskTimeoutMs = 2000;
 
@@ -146,10 +149,16 @@ export async function startHub(config: HubConfig): Promise<Hub> {
   // A draining replica is no place for a new tunnel: agents do not count it.
   const liveReplicas = () =>
     Math.min(maxReplicas, Math.max(1, leases.live().filter((l) => !l.draining).length));
+  // Entries of replicas that died without removing their own leave Cluster status when their lease lapses.
+  const pruneStatus = () =>
+    void statusWriter?.pruneGone(leases.live().map((l) => l.id), [...clusterNames]).catch((e) =>
+      log.warn("cluster status not pruned", { error: e })
+    );
   leases.onChange((live) => {
     log.info("replicas changed", { replicas: live.map((l) => l.id) });
     const msg = { type: "replicas", replicas: liveReplicas() };
     for (const c of sessions.clusters()) for (const a of sessions.of(c)) a.send(msg);
+    pruneStatus();
   });
   let peerLink: PeerListener | undefined;
   let peerAddress: string | undefined;
@@ -161,7 +170,10 @@ export async function startHub(config: HubConfig): Promise<Hub> {
       peers: () => leases.live().filter((l) => l.id !== config.replicaId),
       log,
     });
-    channels = new ChannelRouter(sessions, new PeerChannels({ identity, routes, log }));
+    channels = new ChannelRouter(
+      sessions,
+      new PeerChannels({ identity, routes, counted: (result) => m.peerForward(result), log }),
+    );
     peerLink = await startPeerListener({
       host: config.peer.host,
       port: config.peer.port,
@@ -179,6 +191,9 @@ export async function startHub(config: HubConfig): Promise<Hub> {
     });
   }
   await leases.hold(config.replicaId, peerAddress);
+  pruneStatus();
+  // Entries of replicas this one never saw alive are removed once old enough (see pruneGone).
+  const pruneTimer = statusWriter ? setInterval(pruneStatus, statusPruneMs) : undefined;
   const lb = config.lb ? new LbManager(config.lb, sessions, channels, registryStore, log) : undefined;
   const m = new HubMetrics({
     sessions,
@@ -449,6 +464,7 @@ export async function startHub(config: HubConfig): Promise<Hub> {
     for (const rule of config.forwards) forwards.push(await startForward(rule, channels, log));
   } catch (e) {
     stopWatch();
+    clearInterval(pruneTimer);
     await Promise.all([
       frontDoor.close(),
       ...forwards.map((f) => f.close()),
@@ -481,6 +497,7 @@ export async function startHub(config: HubConfig): Promise<Hub> {
       }, { timeoutMs, quietMs: drainQuietMs, staggerMs: drainStaggerMs }),
     close: async () => {
       closing = true;
+      clearInterval(pruneTimer);
       status.close();
       stopWatch();
       const held = sessions.clusters();

@@ -30,6 +30,10 @@ export const unknownCluster = "_unknown";
 
 const verbs = new Set(["get", "list", "watch", "create", "update", "patch", "delete", "proxy", "options"]);
 
+/** Results of a channel asked of the peers (see peer_channels.ts). */
+export type PeerForwardResult = "ok" | "failed" | "no_agent";
+const peerForwardResults: PeerForwardResult[] = ["ok", "failed", "no_agent"];
+
 /** Seconds buckets for API latency: 5 ms to a minute. */
 const latencyBuckets = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 /** Seconds buckets for things that last: a second to a week. */
@@ -49,6 +53,7 @@ export class HubMetrics {
   readonly #channelOpen: Histogram<"result">;
   readonly #authFailures: Counter<"kind">;
   readonly #lbRefused: Counter<"reason">;
+  readonly #peerForwards: Counter<"result">;
   /** Tunnel bytes of sessions that have ended, per cluster, so the byte counters never go down. */
   readonly #endedBytes = new Map<string, { read: number; written: number }>();
   /** Listeners of request outcomes (the status page's rate history). */
@@ -175,6 +180,14 @@ export class HubMetrics {
       labelNames: ["reason"],
       registers,
     });
+    this.#peerForwards = new Counter({
+      name: "tower_peer_forwards_total",
+      help: "Channels this replica opened through a peer replica (it held no suitable agent session), " +
+        "by result: ok, failed (every holder refused or was unreachable), no_agent (no peer holds one).",
+      labelNames: ["result"],
+      registers,
+    });
+    for (const result of peerForwardResults) this.#peerForwards.inc({ result }, 0);
     this.#authFailures = new Counter({
       name: "tower_auth_failures_total",
       help: "Refused credentials, by kind: user (no or bad credentials), forbidden (no access rule or " +
@@ -264,6 +277,11 @@ export class HubMetrics {
   /** Records how long an agent took to answer a channel open. */
   channelOpened(seconds: number, ok: boolean): void {
     this.#channelOpen.observe({ result: ok ? "ok" : "refused" }, seconds);
+  }
+
+  /** Counts one channel asked of the peers, by its result. */
+  peerForward(result: PeerForwardResult): void {
+    this.#peerForwards.inc({ result });
   }
 
   /** Counts a LoadBalancer flow that was not carried. */

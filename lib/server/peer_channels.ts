@@ -20,6 +20,7 @@ import { type AgentConnection, eofFramed, splice } from "../tunnel/mod.ts";
 import { type ClusterSessions, NoAgentError } from "./cluster_sessions.ts";
 import { peerClientTls, type PeerIdentity, type PeerUpgradeHandler } from "./peer_link.ts";
 import { acceptsMode, type PeerRoutes } from "./peer_routes.ts";
+import type { PeerForwardResult } from "./hub_metrics.ts";
 
 /** Path of channel requests on the peer link. */
 export const peerChannelPath = "/peer/v1/channel";
@@ -94,6 +95,8 @@ export function relayPeerChannels(sessions: ClusterSessions, log: Logger): PeerU
 export interface PeerChannelsOptions {
   identity: PeerIdentity;
   routes: PeerRoutes;
+  /** Called once per {@link PeerChannels.open} with its result (the metrics count it). */
+  counted?: (result: PeerForwardResult) => void;
   log: Logger;
 }
 
@@ -105,26 +108,46 @@ export class PeerChannels {
     this.#opts = opts;
   }
 
-  /** A channel to `endpoint` of `cluster` through some peer; rejects with NoAgentError when none can. */
+  /**
+   * A channel to `endpoint` of `cluster` through some peer; rejects with NoAgentError when none can.
+   * When every holder of a cached answer fails (one died since), the peers are asked once more.
+   */
   async open(cluster: string, endpoint: string, mode?: string): Promise<RoutedChannel> {
-    const holders = await this.#opts.routes.holders(cluster, endpoint, mode);
+    const tried = new Set<string>();
     let lastError: Error | undefined;
-    for (const h of holders) {
-      try {
-        const channel = await dialChannel(this.#opts.identity, h.replica, h.address, cluster, endpoint, mode);
-        return { channel, via: h.replica };
-      } catch (e) {
-        lastError = e as Error;
-        // The answer is stale (the holder died or lost the agent): ask again next time.
-        this.#opts.routes.forget(cluster, endpoint, mode);
-        this.#opts.log.info("peer channel failed", {
-          peer: h.replica,
-          cluster,
-          endpoint,
-          error: lastError.message,
-        });
+    for (let round = 0; round < 2; round++) {
+      const holders = (await this.#opts.routes.holders(cluster, endpoint, mode)).filter((h) =>
+        !tried.has(h.replica)
+      );
+      if (round > 0 && !holders.length) break;
+      for (const h of holders) {
+        tried.add(h.replica);
+        try {
+          const channel = await dialChannel(
+            this.#opts.identity,
+            h.replica,
+            h.address,
+            cluster,
+            endpoint,
+            mode,
+          );
+          this.#opts.counted?.("ok");
+          return { channel, via: h.replica };
+        } catch (e) {
+          lastError = e as Error;
+          // The answer is stale (the holder died or lost the agent): ask again.
+          this.#opts.routes.forget(cluster, endpoint, mode);
+          this.#opts.log.info("peer channel failed", {
+            peer: h.replica,
+            cluster,
+            endpoint,
+            error: lastError.message,
+          });
+        }
       }
+      if (!lastError) break;
     }
+    this.#opts.counted?.(lastError ? "failed" : "no_agent");
     throw new NoAgentError(
       lastError
         ? `no replica could open a channel to '${endpoint}' of cluster '${cluster}': ${lastError.message}`

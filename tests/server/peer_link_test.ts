@@ -19,6 +19,7 @@ import {
   type TowerProcess,
 } from "../helpers/tower_procs.ts";
 import { echoServer, freePort, patternChunk, roundTrip } from "../helpers/net_servers.ts";
+import { parseSamples, sampleSum } from "../helpers/metrics_text.ts";
 import { peerClientTls, type PeerIdentity, peerIdentity } from "../../lib/server/peer_link.ts";
 
 /** GET on a peer port with the given TLS options: status and body, or the connection error. */
@@ -170,10 +171,22 @@ Deno.test("a forward on a replica without the agent is carried through the repli
     hubs.push(
       await startHub({
         dataDir,
-        args: ["--peer-listen", "127.0.0.1:0", "--forward", `127.0.0.1:${fwd}=alpha/echo`],
+        args: [
+          "--peer-listen",
+          "127.0.0.1:0",
+          "--forward",
+          `127.0.0.1:${fwd}=alpha/echo`,
+          "--metrics-listen",
+          "127.0.0.1:0",
+        ],
       }),
     );
     const [a, b] = hubs as [HubProcess, HubProcess];
+    const metricsAt = String((await b.waitForMsg("metrics listening")).listen);
+    const peerForwards = async (result: string) => {
+      const text = await (await fetch(`http://${metricsAt}/metrics`)).text();
+      return sampleSum(parseSamples(text), "tower_peer_forwards_total", { result });
+    };
     await Promise.all(
       hubs.map((h) =>
         h.waitFor(
@@ -209,6 +222,8 @@ Deno.test("a forward on a replica without the agent is carried through the repli
       return Buffer.compare(await roundTrip(fwd, d), d) === 0;
     }));
     assert.deepEqual(many, Array(10).fill(true));
+    assert.equal(await peerForwards("ok"), 11, "B counts each channel it opened through A");
+    assert.equal(await peerForwards("no_agent"), 0);
 
     // The agent goes away: B's forward refuses at once (A answers that it holds no agent), nothing hangs.
     await agent.stop();
@@ -219,6 +234,10 @@ Deno.test("a forward on a replica without the agent is carried through the repli
     assert.equal(got.length, 0, "a connection with no agent behind it carried data");
     const refused = await b.waitForMsg("forward refused", 5000, from);
     assert.match(String(refused.error), /no connected agent on any hub replica|no replica could open/);
+    assert.equal(
+      await peerForwards("ok") + await peerForwards("no_agent") + await peerForwards("failed"),
+      12,
+    );
   } finally {
     await agent?.stop();
     for (const h of hubs) await h.stop();

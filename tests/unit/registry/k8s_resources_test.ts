@@ -14,7 +14,7 @@ import {
   userObjectName,
   userSpec,
 } from "../../../lib/registry/k8s_resources.ts";
-import { nextClusterStatus } from "../../../lib/registry/k8s_cluster_status.ts";
+import { nextClusterStatus, prunedClusterStatus } from "../../../lib/registry/k8s_cluster_status.ts";
 import { hashToken, newToken } from "../../../lib/registry/mod.ts";
 
 const secretOf = (hash: string, rotatedAt?: string) => ({
@@ -122,4 +122,19 @@ Deno.test("Cluster status: per-replica entries, a sum, and a Connected condition
   assert.equal(cond(s4).lastTransitionTime, t2);
   // The same report again changes nothing (so the writer skips the write).
   assert.deepEqual(nextClusterStatus(s4, { replica: "hub-a", agents: 0 }, "2027-01-01T00:00:00.000Z"), s4);
+});
+
+Deno.test("Cluster status: entries of gone replicas are pruned with the sum and condition to match", () => {
+  const t0 = "2026-01-01T00:00:00.000Z", t1 = "2026-01-01T00:01:00.000Z";
+  const s1 = nextClusterStatus(undefined, { replica: "hub-a", agents: 2, since: t0 }, t0);
+  const s2 = nextClusterStatus(s1, { replica: "hub-b", agents: 1, since: t0 }, t0);
+  assert.equal(prunedClusterStatus(s2, () => false, t1), undefined, "nothing gone: no write");
+  const s3 = prunedClusterStatus(s2, (h) => h.replica === "hub-a", t1)!;
+  assert.deepEqual(s3.hubs, [{ replica: "hub-b", agents: 1, since: t0 }]);
+  assert.equal(s3.connectedAgents, 1);
+  const s4 = prunedClusterStatus(s3, () => true, t1)!;
+  assert.equal(s4.connectedAgents, 0);
+  const cond = (s4.conditions as { type: string; status: string; lastTransitionTime: string }[])[0]!;
+  assert.deepEqual([cond.type, cond.status, cond.lastTransitionTime], ["Connected", "False", t1]);
+  assert.equal(prunedClusterStatus(undefined, () => true, t1), undefined);
 });
