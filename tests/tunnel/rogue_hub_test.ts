@@ -24,10 +24,13 @@ import { startAgent } from "../helpers/tower_procs.ts";
 Deno.test("an agent refuses channels to anything it did not publish, and dials nothing for them", async () => {
   // The one backend the agent publishes; every connection it ever gets is counted.
   let dialed = 0;
-  const backend = net.createServer((s) => {
+  // It answers once the request side has ended, so the answer crosses a half-closed channel. (It used to
+  // greet at once, and the test's own end() closed the channel: it passed only when the greeting won.)
+  const backend = net.createServer({ allowHalfOpen: true }, (s) => {
     dialed++;
     s.on("error", () => {});
-    s.end("hello\n");
+    s.on("end", () => s.end("hello\n"));
+    s.resume();
   });
   await new Promise<void>((r) => backend.listen(0, "127.0.0.1", r));
   const backendPort = (backend.address() as net.AddressInfo).port;
@@ -81,7 +84,9 @@ Deno.test("an agent refuses channels to anything it did not publish, and dials n
       let text = "";
       channel.on("data", (c: Uint8Array) => (text += new TextDecoder().decode(c)));
       channel.on("end", () => resolve(text));
-      channel.end();
+      // Half-close, as the hub does (splice.ts): on the hub's (server) side ssh2's end() would close the
+      // channel outright, and the answer could never come back.
+      (channel as unknown as { eof(): void }).eof();
     });
     assert.equal(got, "hello\n");
     assert.equal(dialed, 1);
