@@ -7,18 +7,7 @@
 
 import assert from "node:assert/strict";
 import { auditLines, startTowerEnv } from "./tower_env.ts";
-import { type HubProcess, startHub } from "../helpers/tower_procs.ts";
-
-function replicaOf(hub: HubProcess): string {
-  return String(hub.lines.find((l) => l.msg === "hub listening")?.replica);
-}
-
-/** B's audit lines (the hub writes them to stdout). */
-function auditOf(hub: HubProcess): Record<string, unknown>[] {
-  return hub.stdout.filter((l) => l.startsWith("{")).map((l) => JSON.parse(l)).filter((l) =>
-    "cluster" in l && "status" in l
-  );
-}
+import { auditOf, type HubProcess, replicaOf, startHub } from "../helpers/tower_procs.ts";
 
 Deno.test("kube API requests on a replica without the agent are carried through the replica that holds it", async () => {
   const env = await startTowerEnv({ clusters: ["hop"], hubArgs: ["--peer-listen", "127.0.0.1:0"] });

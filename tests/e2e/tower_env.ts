@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { startClusters, type StartClustersOptions, type TestCluster } from "../cluster/cluster.ts";
 import {
   type AddedCluster,
+  auditOf,
   type HubProcess,
   parseIssued,
   repoRoot,
@@ -246,9 +247,7 @@ export async function startTowerEnv(opts: TowerEnvOptions): Promise<TowerEnv> {
 
 /** The hub's audit lines so far (it writes them to stdout). */
 export function auditLines(env: TowerEnv): Record<string, unknown>[] {
-  return env.hub.stdout.filter((l) => l.startsWith("{")).map((l) => JSON.parse(l)).filter((l) =>
-    "cluster" in l && "status" in l
-  );
+  return auditOf(env.hub);
 }
 
 /** A process started by {@link spawnListening}. */

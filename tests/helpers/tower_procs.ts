@@ -253,6 +253,18 @@ export async function startHub(opts: HubProcessOptions): Promise<HubProcess> {
   });
 }
 
+/** The replica id a hub says it runs as. */
+export function replicaOf(hub: HubProcess): string {
+  return String(hub.lines.find((l) => l.msg === "hub listening")?.replica);
+}
+
+/** A hub's audit lines so far (it writes them to stdout). */
+export function auditOf(hub: HubProcess): Record<string, unknown>[] {
+  return hub.stdout.filter((l) => l.startsWith("{")).map((l) => JSON.parse(l)).filter((l) =>
+    "cluster" in l && "status" in l
+  );
+}
+
 /** Options for {@link startAgent}. */
 export interface AgentProcessOptions {
   hubUrl: string;

@@ -12,6 +12,7 @@ import YAML from "yaml";
 import {
   addCluster,
   type HubProcess,
+  replicaOf,
   scratchDir,
   serverCommand,
   startAgent,
@@ -42,10 +43,6 @@ function peerGet(
 function peerPort(hub: HubProcess): number {
   const line = hub.lines.find((l) => l.msg === "peer link listening");
   return Number(String(line?.listen).split(":").pop());
-}
-
-function replicaOf(hub: HubProcess): string {
-  return String(hub.lines.find((l) => l.msg === "hub listening")?.replica);
 }
 
 Deno.test("peer link: a user's hub-CA certificate is refused, only a live replica's peer certificate gets in", async () => {
