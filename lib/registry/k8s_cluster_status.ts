@@ -96,6 +96,9 @@ export class ClusterStatusWriter {
   readonly #log: Logger;
   readonly #coalesceMs: number;
   readonly #pending = new Map<string, HubAgents>();
+  /** What this replica last reported per cluster, restored should another replica remove it. */
+  readonly #reported = new Map<string, HubAgents>();
+  #stopRepair: (() => void) | undefined;
   /** Replicas this one has seen holding a live lease. */
   readonly #seenLive = new Set<string>();
   #timer: ReturnType<typeof setTimeout> | undefined;
@@ -123,8 +126,25 @@ export class ClusterStatusWriter {
     return this.#replica;
   }
 
-  /** Clears entries a previous run of this replica left behind (it holds no agents yet). */
+  /**
+   * Clears entries a previous run of this replica left behind (it holds no agents yet), and from then
+   * on puts this replica's entry back whenever the stored one differs from what it reported (another
+   * replica pruned it while this one's lease looked lapsed to it).
+   */
   async start(clusters: string[]): Promise<void> {
+    this.#stopRepair = this.#registry.onEvent(() => {
+      for (const [cluster, mine] of this.#reported) {
+        if (this.#pending.has(cluster)) continue;
+        const stored = hubsOf(this.#registry.clusterObject(cluster)?.status).find((h) =>
+          h.replica === this.#replica
+        );
+        // Compared field by field: the API server gives the keys back in its own order.
+        const same = (stored?.agents ?? 0) === mine.agents && stored?.since === mine.since;
+        if (!same && this.#registry.clusterObject(cluster)) {
+          this.#schedule(cluster, mine);
+        }
+      }
+    });
     for (const name of clusters) {
       const hubs = (this.#registry.clusterObject(name)?.status?.hubs ?? []) as HubAgents[];
       if (hubs.some((h) => h.replica === this.#replica)) {
@@ -136,7 +156,13 @@ export class ClusterStatusWriter {
 
   /** This replica now holds `agents` sessions of `cluster` (the oldest since `since`). */
   set(cluster: string, agents: number, since?: string): void {
-    this.#pending.set(cluster, { replica: this.#replica, agents, ...(agents > 0 && since ? { since } : {}) });
+    const mine = { replica: this.#replica, agents, ...(agents > 0 && since ? { since } : {}) };
+    this.#reported.set(cluster, mine);
+    this.#schedule(cluster, mine);
+  }
+
+  #schedule(cluster: string, mine: HubAgents): void {
+    this.#pending.set(cluster, mine);
     this.#timer ??= setTimeout(() => {
       this.#timer = undefined;
       void this.flush();
@@ -240,6 +266,8 @@ export class ClusterStatusWriter {
 
   /** Removes this replica's entries (graceful stop) and stops. */
   async close(clusters: string[]): Promise<void> {
+    this.#stopRepair?.();
+    this.#reported.clear();
     for (const c of clusters) this.#pending.set(c, { replica: this.#replica, agents: 0 });
     await this.flush();
   }

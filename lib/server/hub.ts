@@ -150,10 +150,13 @@ export async function startHub(config: HubConfig): Promise<Hub> {
   const liveReplicas = () =>
     Math.min(maxReplicas, Math.max(1, leases.live().filter((l) => !l.draining).length));
   // Entries of replicas that died without removing their own leave Cluster status when their lease lapses.
+  // Not before this replica's lease watch has listed every lease (until then `live` is partial).
+  let leasesListed = false;
   const pruneStatus = () =>
-    void statusWriter?.pruneGone(leases.live().map((l) => l.id), [...clusterNames]).catch((e) =>
-      log.warn("cluster status not pruned", { error: e })
-    );
+    void (leasesListed &&
+      statusWriter?.pruneGone(leases.live().map((l) => l.id), [...clusterNames]).catch((e) =>
+        log.warn("cluster status not pruned", { error: e })
+      ));
   leases.onChange((live) => {
     log.info("replicas changed", { replicas: live.map((l) => l.id) });
     const msg = { type: "replicas", replicas: liveReplicas() };
@@ -191,6 +194,7 @@ export async function startHub(config: HubConfig): Promise<Hub> {
     });
   }
   await leases.hold(config.replicaId, peerAddress);
+  leasesListed = true;
   pruneStatus();
   // Entries of replicas this one never saw alive are removed once old enough (see pruneGone).
   const pruneTimer = statusWriter ? setInterval(pruneStatus, statusPruneMs) : undefined;
