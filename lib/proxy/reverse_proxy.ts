@@ -58,6 +58,10 @@ const coalesceBytes = 64 * 1024;
  * - Deno's TLS socket never completes a zero-length write, and `ServerResponse.end()` with no data
  *   issues one when the socket still holds bytes: the response never finishes and its keep-alive
  *   connection is wedged. The piece that completes a Content-Length is therefore sent with `end()`.
+ * - undici hands over an empty body piece when it resumes a paused response. Written, that empty piece is
+ *   a zero-length write on the client's TLS socket, after which Deno 2.9.6's TLS socket fails every later
+ *   write with EPERM ("Write after DestroySSL"): 1.5 MB responses were cut short in about half the runs.
+ *   Empty pieces are dropped.
  * `data` returns false while `res` is full; `resume` runs when it drained.
  */
 export class BodyRelay {
@@ -75,6 +79,7 @@ export class BodyRelay {
   ) {}
 
   data(c: Uint8Array): boolean {
+    if (c.length === 0) return !this.#blocked;
     this.#written += c.length;
     this.#pending.push(c);
     this.#pendingBytes += c.length;
