@@ -124,6 +124,7 @@ export class PeerChannels {
         tried.add(h.replica);
         try {
           const channel = await dialChannel(
+            this.#opts.log,
             this.#opts.identity,
             h.replica,
             h.address,
@@ -158,6 +159,7 @@ export class PeerChannels {
 
 /** Dials `replica` at `address`, asks for a channel, and resolves with it once the peer answered 101. */
 function dialChannel(
+  log: Logger,
   identity: PeerIdentity,
   replica: string,
   address: string,
@@ -215,7 +217,11 @@ function dialChannel(
       socket.off("close", closedEarly);
       socket.pause();
       if (rest.length) socket.unshift(rest);
-      resolve(eofFramed(socket));
+      const channel = eofFramed(socket);
+      // A channel may wait unused (a reserve of open channels) when its peer dies: the error must not
+      // go unhandled and end this process. Its user sees the channel close (and the error, if listening).
+      channel.on("error", (e: Error) => log.debug("peer channel ended", { peer: replica, error: e.message }));
+      resolve(channel);
     };
     socket.on("data", onData);
   });
