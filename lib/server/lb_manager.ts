@@ -193,6 +193,11 @@ export class LbManager {
         });
       }
     }
+    // Allocations another replica made for this cluster's other agents: served here too, at once (the
+    // registry watch would get there, but this agent's status would say "not allocated" meanwhile).
+    for (const a of (await this.#registry.read()).loadBalancers) {
+      if (a.cluster === cluster && wanted.has(lbKey(a))) await this.#listen(a);
+    }
     if (added.length || removed.length) {
       this.#log.info("lb ports changed", {
         cluster,
