@@ -13,6 +13,8 @@ import { scratchDir } from "./tower_procs.ts";
 export interface Haproxy {
   /** The port clients and agents connect to. */
   port: number;
+  /** HAProxy's own log so far: one line per connection (TCP log format) and server state changes. */
+  log(): string;
   stop(): Promise<void>;
 }
 
@@ -24,6 +26,8 @@ export interface HaproxyOptions {
   tls: boolean;
   /** Health check interval (default 500 ms; one failure marks a replica down, one success up). */
   checkMs?: number;
+  /** Address to listen on (default 127.0.0.1). */
+  bind?: string;
 }
 
 /** Path of Debian's haproxy binary. */
@@ -39,16 +43,19 @@ export async function startHaproxy(opts: HaproxyOptions): Promise<Haproxy> {
     config,
     `global
   maxconn 4000
+  log stderr format raw local0
 defaults
   mode tcp
+  log global
+  option tcplog
   timeout connect 2s
   timeout client 1h
   timeout server 1h
   timeout tunnel 1h
   retries 3
-  option redispatch
+  option redispatch 1
 frontend hubs
-  bind 127.0.0.1:${port}
+  bind ${opts.bind ?? "127.0.0.1"}:${port}
   default_backend hubs
 backend hubs
   balance leastconn
@@ -93,6 +100,7 @@ ${opts.backends.map((p, i) => `  server hub${i} 127.0.0.1:${p}`).join("\n")}
   }
   return {
     port,
+    log: () => stderr,
     stop: async () => {
       try {
         child.kill("SIGTERM");
