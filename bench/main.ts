@@ -4,7 +4,7 @@
  * and sizes. `--smoke` runs every scenario with tiny sizes (CI runs it so the suite never rots; it
  * asserts nothing about speed).
  *
- *   deno task bench [--only cipher,throughput,latency,list,watch,metrics,scale,fairness,cpu,rtt,connect] [--bytes MiB]
+ *   deno task bench [--only cipher,throughput,latency,list,watch,metrics,scale,fairness,cpu,rtt,connect,bulk] [--bytes MiB]
  *                   [--seconds S] [--list N] [--scale 100,500,1000] [--smoke]
  * @module
  */
@@ -36,9 +36,10 @@ const { values } = parseArgs({
 });
 const smoke = values.smoke === true;
 const only = new Set(
-  String(values.only ?? "cipher,throughput,latency,list,watch,metrics,scale,fairness,cpu,rtt,connect").split(
-    ",",
-  ),
+  String(values.only ?? "cipher,throughput,latency,list,watch,metrics,scale,fairness,cpu,rtt,connect,bulk")
+    .split(
+      ",",
+    ),
 );
 const MiB = 1 << 20;
 const bytes = Number(values.bytes ?? (smoke ? 4 : 512)) * MiB;
@@ -82,8 +83,12 @@ if (only.has("throughput") || only.has("fairness") || only.has("cpu")) {
   print(r);
   rows.push(...r);
 }
-if (only.has("rtt") || only.has("connect")) {
-  const r = await channelCostBench({ roundTrips: smoke ? 50 : 5000, connectSeconds: smoke ? 0.5 : 5 });
+if (only.has("rtt") || only.has("connect") || only.has("bulk")) {
+  const r = await channelCostBench({
+    roundTrips: only.has("rtt") ? (smoke ? 50 : 5000) : 0,
+    connectSeconds: only.has("connect") ? (smoke ? 0.5 : seconds) : 0,
+    bulkBytes: only.has("bulk") ? bytes : 0,
+  });
   print(r);
   rows.push(...r);
 }

@@ -2,8 +2,8 @@
  * Scenarios 1, 6 and 7: bulk throughput through hub ↔ agent (one channel and eight, ws:// and wss://)
  * against a plain loopback TCP copy and a loopback TLS copy of the same bytes in the same run; fairness
  * with a stalled channel; CPU seconds of hub and agent per GiB carried. Also the cost of a channel: 64-byte
- * round trips on one connection and new connections per second through `--forward`, each against the
- * same echo server dialed directly.
+ * round trips on one connection, new connections per second and bulk bytes on one connection through
+ * `--forward`, each against the same server dialed directly.
  * @module
  */
 
@@ -130,64 +130,105 @@ async function tlsBaseline(mode: "sink" | "source", bytes: number) {
   return { port, connect, close: () => new Promise<void>((r) => server.close(() => r())) };
 }
 
-/** Sizes of the channel-cost rows. */
+/** Sizes and choice of the channel-cost rows. */
 export interface ChannelCostOptions {
-  /** Round trips measured (after a warm-up). */
+  /** Round trips measured (after a warm-up); 0 skips the rtt rows. */
   roundTrips: number;
-  /** Seconds of new connections. */
+  /** Seconds of new connections; 0 skips the connect rows. */
   connectSeconds: number;
+  /** Bytes each way on one connection; 0 skips the bulk rows. */
+  bulkBytes: number;
 }
 
 /**
- * The cost of a channel through `--forward`: 64-byte round trips and new connections per second, with
- * the same echo server dialed directly as the baseline. `transport` is the agent's tunnel (ws or wss).
+ * The cost of a channel through `--forward` (wss): 64-byte round trips, new connections per second and
+ * bulk bytes each way on one connection, each with the same server dialed directly as the baseline.
  */
 export async function channelCostBench(opts: ChannelCostOptions): Promise<Row[]> {
   const rows: Row[] = [];
   const echo = await echoServer();
-  const directRtt = await roundTrips(echo.port, opts.roundTrips);
-  const directConn = await connectionsPerSecond(echo.port, opts.connectSeconds);
+  const sink = await bulkServer("sink");
+  const source = await bulkServer("source", opts.bulkBytes);
   const dataDir = await scratchDir("bench-channel");
   const c = await addCluster(dataDir, "bench");
-  const port = await freePort();
-  const hub = await startHub({ dataDir, args: ["--forward", `127.0.0.1:${port}=bench/echo`] });
+  const ports = { echo: await freePort(), sink: await freePort(), source: await freePort() };
+  const hub = await startHub({
+    dataDir,
+    args: Object.entries(ports).flatMap(([name, p]) => ["--forward", `127.0.0.1:${p}=bench/${name}`]),
+  });
   const agent = startAgent({
     hubUrl: hub.url,
     cluster: "bench",
     token: c.token,
     fingerprint: c.fingerprint,
     caFile: c.caFile,
-    publish: [`echo=127.0.0.1:${echo.port}`],
+    publish: [
+      `echo=127.0.0.1:${echo.port}`,
+      `sink=127.0.0.1:${sink.port}`,
+      `source=127.0.0.1:${source.port}`,
+    ],
   });
   try {
     await agent.waitForMsg("connected to hub");
-    const rtt = await roundTrips(port, opts.roundTrips);
-    const conn = await connectionsPerSecond(port, opts.connectSeconds);
-    rows.push({
-      scenario: "rtt",
-      case: "64 B round trip, direct",
-      p50Ms: directRtt.p50,
-      p99Ms: directRtt.p99,
-    });
-    rows.push({
-      scenario: "rtt",
-      case: "64 B round trip, --forward (wss)",
-      p50Ms: rtt.p50,
-      p99Ms: rtt.p99,
-      p50VsDirect: round(rtt.p50 / directRtt.p50, 1),
-      p99VsDirect: round(rtt.p99 / directRtt.p99, 1),
-    });
-    rows.push({ scenario: "connect", case: "new connections, direct", perSecond: directConn });
-    rows.push({
-      scenario: "connect",
-      case: "new connections, --forward (wss)",
-      perSecond: conn,
-      vsDirect: round(conn / directConn),
-    });
+    if (opts.roundTrips) {
+      // Direct and tunnelled back to back, so both see the same machine load.
+      const directRtt = await roundTrips(echo.port, opts.roundTrips);
+      const rtt = await roundTrips(ports.echo, opts.roundTrips);
+      rows.push({
+        scenario: "rtt",
+        case: "64 B round trip, direct",
+        p50Ms: directRtt.p50,
+        p99Ms: directRtt.p99,
+      });
+      rows.push({
+        scenario: "rtt",
+        case: "64 B round trip, --forward (wss)",
+        p50Ms: rtt.p50,
+        p99Ms: rtt.p99,
+        p50VsDirect: round(rtt.p50 / directRtt.p50, 1),
+        p99VsDirect: round(rtt.p99 / directRtt.p99, 1),
+      });
+    }
+    if (opts.connectSeconds) {
+      const directConn = await connectionsPerSecond(echo.port, opts.connectSeconds);
+      const conn = await connectionsPerSecond(ports.echo, opts.connectSeconds);
+      rows.push({ scenario: "connect", case: "new connections, direct", perSecond: directConn });
+      rows.push({
+        scenario: "connect",
+        case: "new connections, --forward (wss)",
+        perSecond: conn,
+        vsDirect: round(conn / directConn),
+      });
+    }
+    if (opts.bulkBytes) {
+      const directUp = mbps(opts.bulkBytes, await upload(sink.port, opts.bulkBytes, 1));
+      const directDown = await download(source.port, 1);
+      // CPU seconds per GiB of hub and agent alongside: throughput alone swings with the machine's load.
+      const cpu = () => cpuSeconds(hub.child.pid) + cpuSeconds(agent.child.pid);
+      const cpu0 = cpu();
+      const up = mbps(opts.bulkBytes, await upload(ports.sink, opts.bulkBytes, 1));
+      const cpu1 = cpu();
+      const down = await download(ports.source, 1);
+      const cpu2 = cpu();
+      rows.push({
+        scenario: "bulk",
+        case: "one connection, direct",
+        upMBps: directUp,
+        downMBps: mbps(directDown.bytes, directDown.ms),
+      });
+      rows.push({
+        scenario: "bulk",
+        case: "one connection, --forward (wss)",
+        upMBps: up,
+        downMBps: mbps(down.bytes, down.ms),
+        upCpuSecPerGiB: round(((cpu1 - cpu0) * GiB) / opts.bulkBytes),
+        downCpuSecPerGiB: round(((cpu2 - cpu1) * GiB) / Math.max(1, down.bytes)),
+      });
+    }
   } finally {
     await agent.stop();
     await hub.stop();
-    await echo.close();
+    await Promise.all([echo.close(), sink.close(), source.close()]);
     await Deno.remove(dataDir, { recursive: true });
   }
   return rows;

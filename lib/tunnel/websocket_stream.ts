@@ -38,14 +38,67 @@ export interface TunnelStream {
   lastReceived(): number;
 }
 
+/** A WebSocket message is sent as soon as this many bytes are waiting for it. */
+export const maxCoalescedBytes = 256 << 10;
+
 /**
- * The WebSocket as a byte stream for ssh2. Unlike `ws`'s createWebSocketStream, packets that queue up
- * while a send is in flight are all handed to `ws` at once (`writev`), waiting only for the last one's
- * callback: ssh2 writes one SSH packet per call, and waiting for every send's callback in turn capped
- * one channel at ~100 MB/s up (measured: 98 → 131 MB/s over wss; see BENCHMARKS.md). One WebSocket
- * message stays one SSH write.
+ * Writes are acknowledged at once while fewer bytes than this are handed to `ws` and not yet written to
+ * the socket; past it, the acknowledgement waits for the socket (ssh2 does not wait for it either way:
+ * what bounds the bytes in flight are the SSH channel windows).
+ */
+export const maxUnsentBytes = 1 << 20;
+
+/**
+ * The WebSocket as a byte stream for ssh2. Every write made in one run of JavaScript (up to the next
+ * microtask checkpoint) goes out as one WebSocket message: ssh2 writes each chacha20-poly1305 packet as
+ * three pieces (length, body, MAC), which one by one became three WebSocket frames, three TLS records and
+ * three `sendto` calls, the last two an event-loop turn after the first (BENCHMARKS.md, issue 16). A
+ * message holds at most {@link maxCoalescedBytes} plus one write. Message boundaries mean nothing to the
+ * reader: SSH is a byte stream.
  */
 function webSocketDuplex(ws: WebSocket, counted: { read: number; written: number }): Duplex {
+  let pending: Buffer[] = [];
+  let pendingBytes = 0;
+  let flushQueued = false;
+  /** Bytes handed to `ws` whose send has not completed. */
+  let unsent = 0;
+  /** A write's acknowledgement held back until the socket takes what is unsent. */
+  let held: ((e?: Error | null) => void) | undefined;
+  const release = (e?: Error | null) => {
+    if (held && (e || unsent + pendingBytes < maxUnsentBytes)) {
+      const cb = held;
+      held = undefined;
+      cb(e);
+    }
+  };
+  const flush = () => {
+    flushQueued = false;
+    if (!pendingBytes) return;
+    const data = pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingBytes);
+    const n = pendingBytes;
+    pending = [];
+    pendingBytes = 0;
+    unsent += n;
+    counted.written += n;
+    ws.send(data, { binary: true }, (e) => {
+      unsent -= n;
+      release(e);
+    });
+  };
+  const take = (chunks: Buffer[], cb: (e?: Error | null) => void) => {
+    for (const c of chunks) {
+      if (!c.length) continue;
+      pending.push(c);
+      pendingBytes += c.length;
+      if (pendingBytes >= maxCoalescedBytes) flush();
+    }
+    if (pendingBytes && !flushQueued) {
+      flushQueued = true;
+      queueMicrotask(flush);
+    }
+    if (unsent + pendingBytes < maxUnsentBytes) cb();
+    else held = cb;
+  };
   const stream = new Duplex({
     allowHalfOpen: false,
     readableHighWaterMark: 1 << 20,
@@ -53,23 +106,19 @@ function webSocketDuplex(ws: WebSocket, counted: { read: number; written: number
       if (ws.isPaused) ws.resume();
     },
     write(chunk: Buffer, _enc, cb) {
-      counted.written += chunk.length;
-      ws.send(chunk, { binary: true }, cb);
+      take([chunk], cb);
     },
     writev(chunks, cb) {
-      // Every queued packet is handed to ws at once; the callback waits only for the last one.
-      for (let i = 0; i < chunks.length - 1; i++) {
-        counted.written += chunks[i]!.chunk.length;
-        ws.send(chunks[i]!.chunk, { binary: true });
-      }
-      counted.written += chunks[chunks.length - 1]!.chunk.length;
-      ws.send(chunks[chunks.length - 1]!.chunk, { binary: true }, cb);
+      take(chunks.map((c) => c.chunk as Buffer), cb);
     },
     final(cb) {
+      flush();
       ws.close();
       cb();
     },
     destroy(err, cb) {
+      pending = [];
+      pendingBytes = 0;
       ws.terminate();
       cb(err);
     },

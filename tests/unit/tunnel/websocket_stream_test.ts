@@ -1,0 +1,111 @@
+/**
+ * The tunnel's WebSocket byte stream (lib/tunnel/websocket_stream.ts) over a real loopback WebSocket:
+ * writes made in one run of JavaScript leave as one message, a message is bounded, and past the unsent
+ * bound writes report backpressure until the socket has taken the bytes.
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import http from "node:http";
+import type net from "node:net";
+import type { Duplex } from "node:stream";
+import { Buffer } from "node:buffer";
+import {
+  acceptTunnel,
+  dialTunnel,
+  type TunnelStream,
+  tunnelWebSocketServer,
+} from "../../../lib/tunnel/mod.ts";
+import { maxCoalescedBytes, maxUnsentBytes } from "../../../lib/tunnel/websocket_stream.ts";
+
+/** A hub-side listener and one dialed tunnel; `messages` records the size of every message the hub got. */
+async function tunnelPair(): Promise<
+  { agent: TunnelStream; hub: TunnelStream; messages: number[]; close(): Promise<void> }
+> {
+  const wss = tunnelWebSocketServer();
+  const front = http.createServer((_req, res) => res.writeHead(404).end());
+  let resolveHub!: (t: TunnelStream) => void;
+  const accepted = new Promise<TunnelStream>((r) => (resolveHub = r));
+  front.on("upgrade", (req, socket: Duplex, head: Uint8Array) => {
+    void acceptTunnel(wss, req, socket, head).then(resolveHub);
+  });
+  await new Promise<void>((r) => front.listen(0, "127.0.0.1", r));
+  const port = (front.address() as net.AddressInfo).port;
+  const agent = await dialTunnel(new URL(`ws://127.0.0.1:${port}/tunnel`), {});
+  const hub = await accepted;
+  const messages: number[] = [];
+  hub.ws.on("message", (m: Buffer) => void messages.push(m.length));
+  return {
+    agent,
+    hub,
+    messages,
+    close: async () => {
+      const closed = new Promise((r) => hub.ws.once("close", r));
+      agent.stream.destroy();
+      hub.stream.destroy();
+      await closed;
+      wss.close();
+      await new Promise((r) => front.close(r));
+    },
+  };
+}
+
+/** Reads `n` bytes from `s`. */
+function readBytes(s: Duplex, n: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const parts: Buffer[] = [];
+    let got = 0;
+    const onData = (c: Buffer) => {
+      parts.push(c);
+      got += c.length;
+      if (got >= n) {
+        s.off("data", onData);
+        resolve(Buffer.concat(parts));
+      }
+    };
+    s.on("data", onData);
+    s.once("error", reject);
+  });
+}
+
+Deno.test("writes made in one run of JavaScript leave as one WebSocket message", async () => {
+  const t = await tunnelPair();
+  try {
+    // The shape ssh2 writes a chacha20-poly1305 packet in: length, body, MAC.
+    const pieces = [Buffer.alloc(4, 1), Buffer.alloc(80, 2), Buffer.alloc(16, 3)];
+    const got = readBytes(t.hub.stream, 100);
+    for (const p of pieces) t.agent.stream.write(p);
+    assert.deepEqual(await got, Buffer.concat(pieces));
+    assert.deepEqual(t.messages, [100]);
+  } finally {
+    await t.close();
+  }
+});
+
+Deno.test("a coalesced message is bounded, and past the unsent bound writes report backpressure", async () => {
+  const t = await tunnelPair();
+  try {
+    const piece = 32 * 1024;
+    const count = Math.ceil((maxUnsentBytes * 1.5) / piece);
+    const expected = Buffer.alloc(count * piece);
+    for (let i = 0; i < expected.length; i++) expected[i] = i % 251;
+    const got = readBytes(t.hub.stream, expected.length);
+    let firstRefused = -1;
+    for (let i = 0; i < count; i++) {
+      const ok = t.agent.stream.write(expected.subarray(i * piece, (i + 1) * piece));
+      if (!ok && firstRefused < 0) firstRefused = i;
+    }
+    // Accepted at once up to the unsent bound, then buffered by the stream until the socket takes them.
+    assert.ok(
+      firstRefused > 0 && firstRefused * piece >= maxUnsentBytes - piece,
+      `refused at ${firstRefused}`,
+    );
+    await new Promise((r) => t.agent.stream.once("drain", r));
+    assert.ok((await got).equals(expected));
+    assert.equal(t.messages.reduce((a, b) => a + b, 0), expected.length);
+    for (const m of t.messages) assert.ok(m <= maxCoalescedBytes + piece, `message of ${m} bytes`);
+    assert.ok(t.messages.length >= Math.ceil(expected.length / (maxCoalescedBytes + piece)));
+  } finally {
+    await t.close();
+  }
+});
