@@ -35,6 +35,9 @@ Deno.test("deno task bench --smoke runs every scenario and writes JSON results",
         "watch latency",
         "metrics",
         "scale",
+        "rtt",
+        "connect",
+        "bulk",
       ]
     ) {
       assert.ok(scenarios.has(s), `no '${s}' rows in ${[...scenarios].join(", ")}`);
