@@ -4,8 +4,8 @@
  * and sizes. `--smoke` runs every scenario with tiny sizes (CI runs it so the suite never rots; it
  * asserts nothing about speed).
  *
- *   deno task bench [--only cipher,throughput,latency,list,watch,metrics,scale,fairness,cpu,rtt,connect,bulk] [--bytes MiB]
- *                   [--seconds S] [--list N] [--scale 100,500,1000] [--smoke]
+ *   deno task bench [--only cipher,throughput,latency,list,watch,metrics,scale,fairness,cpu,rtt,connect,bulk,ha]
+ *                   [--bytes MiB] [--seconds S] [--list N] [--scale 100,500,1000] [--ha-agents N] [--smoke]
  * @module
  */
 // deno-lint-ignore-file no-console
@@ -19,6 +19,7 @@ import { cipherBench } from "./cipher_bench.ts";
 import { proxyBench } from "./proxy_bench.ts";
 import { scaleBench } from "./scale_bench.ts";
 import { metricsBench } from "./metrics_bench.ts";
+import { haBench } from "./ha_bench.ts";
 import { cipherOrder } from "../lib/tunnel/mod.ts";
 import { repoRoot } from "../tests/helpers/tower_procs.ts";
 
@@ -30,13 +31,14 @@ const { values } = parseArgs({
     seconds: { type: "string" },
     list: { type: "string" },
     scale: { type: "string" },
+    "ha-agents": { type: "string" },
     smoke: { type: "boolean", default: false },
     out: { type: "string" },
   },
 });
 const smoke = values.smoke === true;
 const only = new Set(
-  String(values.only ?? "cipher,throughput,latency,list,watch,metrics,scale,fairness,cpu,rtt,connect,bulk")
+  String(values.only ?? "cipher,throughput,latency,list,watch,metrics,scale,fairness,cpu,rtt,connect,bulk,ha")
     .split(
       ",",
     ),
@@ -104,6 +106,11 @@ if (only.has("metrics")) {
 }
 if (only.has("scale")) {
   const r = await scaleBench(scale);
+  print(r);
+  rows.push(...r);
+}
+if (only.has("ha")) {
+  const r = await haBench({ seconds, idleAgents: Number(values["ha-agents"] ?? (smoke ? 5 : 500)) });
   print(r);
   rows.push(...r);
 }

@@ -38,6 +38,7 @@ Deno.test("deno task bench --smoke runs every scenario and writes JSON results",
         "rtt",
         "connect",
         "bulk",
+        "ha",
       ]
     ) {
       assert.ok(scenarios.has(s), `no '${s}' rows in ${[...scenarios].join(", ")}`);
@@ -51,6 +52,11 @@ Deno.test("deno task bench --smoke runs every scenario and writes JSON results",
     }
     const scale = result.rows.find((row: { scenario: string }) => row.scenario === "scale");
     assert.equal(scale.failed, 0, "agents that did not come back after the hub restart");
+    const idle = result.rows.find((row: { scenario: string; sessions?: number }) =>
+      row.scenario === "ha" && row.sessions !== undefined
+    );
+    assert.equal(idle.failed, 0, "sessions that did not come back after the rolling restart");
+    assert.equal(idle.nonZeroExits, 0, "a replica that did not drain cleanly");
   } finally {
     await Deno.remove(out, { recursive: true });
   }
