@@ -52,19 +52,34 @@ export function refuseWithStatus(socket: Duplex, code: number, message: string):
   );
 }
 
-/** Answers a plain request with a `metav1.Status` body (or cuts the response short if it began). */
-export function sendStatus(res: http.ServerResponse, code: number, message: string): void {
+/**
+ * Answers a plain request with a `metav1.Status` body (or cuts the response short if it began). With
+ * `warn`, the message also goes in a `Warning` header: client-go reads discovery answers raw and shows only
+ * its own generic text for an error status ("the server could not find the requested resource"), but
+ * kubectl prints every warning.
+ */
+export function sendStatus(res: http.ServerResponse, code: number, message: string, warn = false): void {
   if (res.headersSent) return void res.destroy();
   const body = kubeStatusText(code, message);
-  res.writeHead(code, { "content-type": "application/json", "content-length": Buffer.byteLength(body) });
+  res.writeHead(code, {
+    "content-type": "application/json",
+    "content-length": Buffer.byteLength(body),
+    ...(warn ? { warning: warningValue(message) } : {}),
+  });
   res.end(body);
 }
 
 /** The proxy's error answers as `metav1.Status`, each message after `prefix`. */
 export function statusResponder(prefix: string): Responder {
   return {
-    error: (res, code, message) => sendStatus(res, code, prefix + message),
-    socketError: (socket, code, message) => refuseWithStatus(socket, code, prefix + message),
+    error: (res, code, message) => {
+      sendStatus(res, code, prefix + message);
+      return code;
+    },
+    socketError: (socket, code, message) => {
+      refuseWithStatus(socket, code, prefix + message);
+      return code;
+    },
   };
 }
 

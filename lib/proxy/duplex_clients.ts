@@ -108,6 +108,7 @@ export class DuplexClients<C> {
       connect: (_options, callback) => {
         this.#opts.dial().then(({ duplex, carrier }) => {
           slot.carrier = carrier;
+          readToEndOnDestroy(duplex);
           // undici takes any duplex; its types ask for a socket.
           callback(null, duplex as unknown as import("node:net").Socket);
         }, (e: Error) => callback(e, null));
@@ -121,4 +122,25 @@ export class DuplexClients<C> {
     });
     return slot;
   }
+}
+
+/**
+ * undici stops reading a connection when it destroys it (after a HEAD request, an error, an abort) and
+ * waits for its `close` before it dials again. An ssh2 channel on the hub's side reports `close` only
+ * once its readable side ended, which a stream nobody reads never does: the client, and every request
+ * queued on it, would wait forever. So a destroyed connection is read to its end (and the bytes dropped).
+ */
+function readToEndOnDestroy(duplex: Duplex): void {
+  const destroy = duplex.destroy.bind(duplex);
+  let draining = false;
+  duplex.destroy = (error?: Error) => {
+    if (!draining) {
+      draining = true;
+      // A `data` listener, not resume(): with undici's `readable` listener just removed, a resume() can be
+      // undone on the next tick and the stream left paused (seen on an aborted watch).
+      duplex.removeAllListeners("readable");
+      duplex.on("data", () => {});
+    }
+    return destroy(error);
+  };
 }

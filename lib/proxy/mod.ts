@@ -1,4 +1,4 @@
-/** The upgrade-aware HTTP/1.1 reverse proxy and the HTTP clients shared by hub and agent. @module */
+/** The upgrade-aware HTTP/1.1 reverse proxy and the HTTP client over any duplex, shared by hub and agent. @module */
 export {
   type Dial,
   type Dialed,
@@ -7,22 +7,5 @@ export {
   type Lease,
 } from "./duplex_clients.ts";
 export { endToEndHeaders, headerRecord, isUpgrade, rawResponseHead } from "./hop_headers.ts";
-export { type Responder, ReverseProxy } from "./reverse_proxy.ts";
+export { type ProxyOutcome, type ProxyTarget, type Responder, ReverseProxy } from "./reverse_proxy.ts";
 export { writeRawResponse } from "./raw_response.ts";
-export {
-  BodyRelay,
-  type ProxyOutcome,
-  proxyRequest,
-  type ProxyTarget,
-  proxyUpgrade,
-  relayHead,
-  type Upstream,
-} from "./upgrade_proxy.ts";
-export {
-  exchange,
-  type ExchangeResult,
-  requestHead,
-  ResponseFramingError,
-  type ResponseHead,
-  ResponseParser,
-} from "./channel_http.ts";

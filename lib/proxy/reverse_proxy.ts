@@ -40,12 +40,16 @@ export interface ProxyOutcome<C> {
   carrier?: C;
 }
 
-/** Writes the errors the proxy itself answers with (the caller's format, e.g. metav1.Status). */
+/**
+ * Writes the errors the proxy itself answers with (the caller's format, e.g. metav1.Status). `cause` is
+ * what failed (the upstream's dial, say), so the caller may answer its own errors with its own status;
+ * each returns the status it answered with.
+ */
 export interface Responder {
   /** On a plain request whose response head is not sent yet. */
-  error(res: http.ServerResponse, code: number, message: string): void;
+  error(res: http.ServerResponse, code: number, message: string, cause: Error): number;
   /** On the raw socket of an upgrade request, before anything was written to it. */
-  socketError(socket: Duplex, code: number, message: string): void;
+  socketError(socket: Duplex, code: number, message: string, cause: Error): number;
 }
 
 /** Response pieces are gathered up to this size (or the end of the event-loop turn) before writing. */
@@ -237,7 +241,7 @@ export class ReverseProxy {
         onError: (e) => {
           if (!answered && mayRetry && lease.reused && !withBody && !clientGone) return settle(false, true);
           outcome.error = e.message;
-          if (!res.headersSent) this.respond.error(res, 502, e.message);
+          if (!res.headersSent) outcome.status = this.respond.error(res, 502, e.message, e);
           else res.destroy();
           settle(false);
         },
@@ -325,8 +329,9 @@ export class ReverseProxy {
         },
         onError: (e) => {
           outcome.error = e.message;
-          if (!wrote && !socket.destroyed) this.respond.socketError(socket, 502, e.message);
-          else socket.destroy();
+          if (!wrote && !socket.destroyed) {
+            outcome.status = this.respond.socketError(socket, 502, e.message, e);
+          } else socket.destroy();
           settle();
         },
       };

@@ -6,6 +6,8 @@
 
 import { Buffer } from "node:buffer";
 import { logger } from "../log/log.ts";
+import { kubeVerb } from "../kube/status.ts";
+import { auditPath, type KubeRoute } from "./kube_route.ts";
 
 /** One audit record. */
 export interface AuditEntry {
@@ -27,6 +29,55 @@ export interface AuditEntry {
   remote?: string | undefined;
   /** Why the hub cut this request or stream off: its user was removed, or their credentials or access revoked. */
   revoked?: string;
+}
+
+/** What one request did, as {@link auditEntry} turns it into an audit record. */
+export interface AuditFacts {
+  method: string;
+  route: KubeRoute;
+  /** `performance.now()` when the request arrived, and when it ended. */
+  started: number;
+  ended: number;
+  outcome: {
+    status: number;
+    bytesIn: number;
+    bytesOut: number;
+    upgraded: boolean;
+    error?: string | undefined;
+  };
+  who?: { user: string; groups: string[] } | undefined;
+  /** Id of this replica's agent session that carried it, if one did. */
+  agent?: string | undefined;
+  /** The peer replica that relayed it to the cluster's agent, if one did. */
+  via?: string | undefined;
+  /** The client's address. */
+  remote?: string | undefined;
+  /** Why the hub cut it off (its user removed, credentials or access revoked), if it did. */
+  revoked?: string | undefined;
+}
+
+/** The audit record of one request: its Kubernetes verb, the path as routed, the outcome and its size. */
+export function auditEntry(f: AuditFacts): AuditEntry {
+  const path = auditPath(f.route);
+  const query = f.route.path.split("?")[1] ?? "";
+  return {
+    user: f.who?.user,
+    groups: f.who?.groups,
+    cluster: f.route.cluster,
+    method: f.method,
+    verb: f.route.service ? "proxy" : kubeVerb(f.method, path, new URLSearchParams(query)),
+    path,
+    status: f.outcome.status,
+    bytesIn: f.outcome.bytesIn,
+    bytesOut: f.outcome.bytesOut,
+    durationMs: Math.round(f.ended - f.started),
+    agent: f.agent,
+    ...(f.via ? { via: f.via } : {}),
+    remote: f.remote,
+    ...(f.outcome.upgraded ? { upgraded: true } : {}),
+    ...(f.outcome.error ? { error: f.outcome.error } : {}),
+    ...(f.revoked ? { revoked: f.revoked } : {}),
+  };
 }
 
 /** Whether the hub itself turned the request away: no agent (here or on a peer) ever saw it. */

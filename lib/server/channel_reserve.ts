@@ -1,17 +1,10 @@
 /**
- * Channels opened ahead of need, so a request to a cluster's API server does not wait for an SSH
- * channel open (a round trip through the tunnel). Each channel carries one request and is then closed.
- *
- * Why not HTTP keep-alive with an `http.Agent` over channels: in Deno's `node:http` client an Agent does
- * not reuse connections it created asynchronously; a `createConnection` passed per request without an
- * agent lands in the global keep-alive pool and is handed to a later request, which then hangs; and
- * `agent: false` ignores `createConnection` altogether. What works is {@link oneShotAgent}: an agent per
- * request whose only connection is the channel, given synchronously.
+ * Channels opened ahead of need, so a new HTTP connection to a cluster's API server does not wait for a
+ * channel open (a round trip through the tunnel, or through a peer replica). A channel taken from the
+ * reserve becomes one kept-alive connection of the hub's HTTP client (cluster_upstreams.ts).
  * @module
  */
 
-import http from "node:http";
-import type { Duplex } from "node:stream";
 import type { RoutedChannel } from "./peer_channels.ts";
 
 /** Opens a channel: on a local agent session, or relayed by the peer replica that holds one. */
@@ -67,64 +60,4 @@ export class ChannelReserve {
       }).finally(() => this.#opening--);
     }
   }
-}
-
-/**
- * Closes a channel for good. It is resumed first: ssh2 reports a channel closed only once its readable
- * side has ended, which a paused channel (a slow client's backpressure) never does.
- */
-export function discard(channel: Duplex): void {
-  channel.resume();
-  channel.destroy();
-}
-
-/**
- * Channels kept open between API requests (HTTP keep-alive inside the tunnel, see
- * lib/proxy/channel_http.ts), each carrying one request at a time; new ones come from a reserve.
- */
-export class KeepAliveChannels {
-  readonly #reserve: ChannelReserve;
-  readonly #maxIdle: number;
-  /** Idle channels, most recently used last, with what removes each one should it close while idle. */
-  readonly #idle: { c: OpenChannel; gone: () => void }[] = [];
-
-  constructor(reserve: ChannelReserve, maxIdle = 32) {
-    this.#reserve = reserve;
-    this.#maxIdle = maxIdle;
-  }
-
-  /** The most recently used idle channel (`reused`), else one from the reserve. */
-  async take(): Promise<OpenChannel & { reused: boolean }> {
-    let idle;
-    while ((idle = this.#idle.pop())) {
-      idle.c.channel.off("close", idle.gone).off("end", idle.gone).off("data", idle.gone);
-      if (usable(idle.c)) return { ...idle.c, reused: true };
-      discard(idle.c.channel);
-    }
-    return { ...(await this.#reserve.take()), reused: false };
-  }
-
-  /** Gives back a channel whose exchange ended cleanly; beyond `maxIdle` idle ones it is closed. */
-  give(c: OpenChannel): void {
-    if (!usable(c) || this.#idle.length >= this.#maxIdle) return discard(c.channel);
-    const entry = {
-      c,
-      // Closed by the agent, or bytes nobody asked for: either way it cannot carry a request.
-      gone: () => {
-        const i = this.#idle.indexOf(entry);
-        if (i >= 0) this.#idle.splice(i, 1);
-        discard(c.channel);
-      },
-    };
-    // An idle channel keeps flowing, so its end and close are seen as they happen.
-    c.channel.once("close", entry.gone).once("end", entry.gone).once("data", entry.gone).resume();
-    this.#idle.push(entry);
-  }
-}
-
-/** An `http.Agent` for exactly one request over `channel` (see the module note for why). */
-export function oneShotAgent(channel: Duplex): http.Agent {
-  const agent = new http.Agent({ keepAlive: false });
-  agent.createConnection = () => channel as unknown as import("node:net").Socket;
-  return agent;
 }

@@ -506,6 +506,7 @@ export async function startHub(config: HubConfig): Promise<Hub> {
       stopWatch();
       const held = sessions.clusters();
       sessions.closeAll("hub shutting down");
+      kube.close();
       for (const client of wss.clients) client.terminate();
       const doors = await Promise.all([...clusterDoors.values()].map((e) => e.door));
       await Promise.all([

@@ -1,39 +1,28 @@
 /**
- * The hub's Kubernetes API route: `/clusters/NAME/…` (or a cluster's dedicated port) to that cluster's
- * kube-apiserver through an agent's `kubernetes` endpoint. Wraps the generic upgrade-aware proxy with
- * routing, authentication, hub-side authorization, identity headers and audit.
+ * The hub's Kubernetes route: `/clusters/NAME/…` (or a cluster's dedicated port) to that cluster's API
+ * server or a Service in it, through an agent (this replica's, or one a peer replica holds). Composes the
+ * pieces, each in its own module: routing (kube_route.ts), authentication and hub-side authorization
+ * (user_auth.ts), identity headers (identity_headers.ts), where to send (cluster_upstreams.ts), the proxy
+ * (lib/proxy), revocation of open requests (open_streams.ts) and the audit line (audit.ts).
  * @module
  */
 
-import http from "node:http";
-import { Buffer } from "node:buffer";
+import type http from "node:http";
 import type { Duplex } from "node:stream";
 import type { Logger } from "../log/log.ts";
-import { isClusterName } from "../config/mod.ts";
-import type { AuthMode, ClusterRecord, RegistryData } from "../registry/mod.ts";
-import { isDiscoveryPath, kubeStatusText, kubeVerb, refuseWithStatus, warningValue } from "../kube/status.ts";
-import { kubernetesEndpoint, serviceEndpointName } from "../kube/endpoint_names.ts";
-import {
-  BodyRelay,
-  endToEndHeaders,
-  exchange,
-  isUpgrade,
-  type ProxyOutcome,
-  proxyRequest,
-  proxyUpgrade,
-  relayHead,
-  type Upstream,
-} from "../proxy/mod.ts";
-import { type AgentConnection, eofFramed, eofFramedUpgrade, splice } from "../tunnel/mod.ts";
+import type { AuthMode, RegistryData } from "../registry/mod.ts";
+import { isDiscoveryPath, refuseWithStatus, sendStatus } from "../kube/status.ts";
+import { isUpgrade, type ProxyOutcome, type Responder, ReverseProxy } from "../proxy/mod.ts";
+import { eofFramed, eofFramedUpgrade, splice } from "../tunnel/mod.ts";
 import { NoAgentError, UnsuitableAgentError } from "./cluster_sessions.ts";
 import type { ChannelRouter } from "./channel_router.ts";
+import type { RoutedChannel } from "./peer_channels.ts";
 import { type Identity, mayReach, type UserAuthenticator } from "./user_auth.ts";
-import { ChannelReserve, discard, KeepAliveChannels, oneShotAgent } from "./channel_reserve.ts";
-import type { AuditLog } from "./audit.ts";
+import { auditEntry, type AuditLog } from "./audit.ts";
 import { credentialStamp, type OpenStreams } from "./open_streams.ts";
-
-/** Header telling the agent which identity mode a request uses. */
-export const authModeHeader = "x-tower-auth-mode";
+import { type KubeRoute, kubeRoute, Refusal } from "./kube_route.ts";
+import { identityHeaders, serviceHeaders } from "./identity_headers.ts";
+import { ClusterUpstreams } from "./cluster_upstreams.ts";
 
 /** What the Kubernetes route needs from the hub. */
 export interface KubeProxyDeps {
@@ -47,200 +36,50 @@ export interface KubeProxyDeps {
   streams: OpenStreams;
 }
 
-/** An admitted request: who sent it and how to reach its target. */
-interface Admitted {
-  who: Identity;
-  mode: AuthMode;
-  upstream: Upstream;
-  /** The channel this request owns. */
-  channel: Duplex;
-  /** What carries the request: this replica's agent session, or the peer replica relaying it. */
-  carrier: Carrier;
-  /** Gives back what the request held. */
-  release(): void;
-}
+/** Prefix of the errors of the hop to the agent (the tunnel, the channel, the agent's answer framing). */
+const tunnelFailed = "the tunnel to the cluster's agent failed: ";
 
-/** What carried a request, for its audit line. */
-interface Carrier {
-  agent?: AgentConnection;
-  via?: string;
-}
-
-/** The audit fields naming a carrier. */
-function carriedBy(c: Carrier | undefined): { agent: string | undefined; via?: string } {
-  return { agent: c?.agent?.id, ...(c?.via ? { via: c.via } : {}) };
-}
-
-/** A request refused before proxying, with its HTTP status and a message kubectl prints. */
-class Refusal extends Error {
-  /** `who` is the authenticated caller when known, so the audit line names whom the hub refused. */
-  constructor(readonly code: number, message: string, readonly who?: Identity) {
-    super(message);
-  }
-}
-
-/** Where a request goes: its cluster, and the path on that cluster's API server or Service. */
-export interface KubeRoute {
-  cluster: string;
-  path: string;
-  /** Set for `/clusters/NAME/services/NS/SVC:PORT/…`: a Service port inside the cluster. */
-  service?: { namespace: string; name: string; port: string };
-  /** The client's address, taken when the request arrives (an upgraded socket forgets it). */
-  remote?: string | undefined;
-}
-
-const servicePath =
-  /^\/services\/([a-z0-9]([-a-z0-9]*[a-z0-9])?)\/([a-z0-9]([-a-z0-9]*[a-z0-9])?):([a-z0-9-]{1,15})(\/.*)?$/;
-
-/** Splits a service path off a cluster path, or returns the API route as is. */
-function withService(r: KubeRoute): KubeRoute {
-  const q = r.path.indexOf("?");
-  const path = q < 0 ? r.path : r.path.slice(0, q);
-  if (path !== "/services" && !path.startsWith("/services/")) return r;
-  const m = servicePath.exec(path);
-  if (!m) throw new Refusal(400, "service paths look like /clusters/NAME/services/NAMESPACE/SERVICE:PORT/…");
-  return {
-    cluster: r.cluster,
-    path: (m[6] ?? "/") + (q < 0 ? "" : r.path.slice(q)),
-    service: { namespace: m[1]!, name: m[3]!, port: m[5]! },
-  };
-}
-
-/** Headers for a Service: hub credentials and identity headers never reach in-cluster services. */
-function serviceHeaders(
-  rawHeaders: string[],
-  svc: NonNullable<KubeRoute["service"]>,
-  remote: string | undefined,
-): http.OutgoingHttpHeaders {
-  const headers = endToEndHeaders(rawHeaders);
-  forwardedFor(headers, remote);
-  for (const name of Object.keys(headers)) {
-    if (name.startsWith("impersonate-") || name.startsWith("x-tower-")) delete headers[name];
-  }
-  delete headers.authorization;
-  // A named port (`hello:http`) cannot go into Host: a name there makes the header invalid, and
-  // backends reject the request. The hub does not know the number, so Host then carries no port.
-  headers.host = `${svc.name}.${svc.namespace}.svc${/^\d+$/.test(svc.port) ? `:${svc.port}` : ""}`;
-  return headers;
+/** The status of a channel that could not be had: no agent anywhere 503, agents refusing the mode 502. */
+function unavailableStatus(e: unknown): number | undefined {
+  if (e instanceof NoAgentError) return 503;
+  if (e instanceof UnsuitableAgentError) return 502;
+  return undefined;
 }
 
 /**
- * Splits `/clusters/NAME/REST?QUERY`. Returns undefined for other paths and throws a Refusal for
- * malformed ones: names that are not DNS labels, any percent-encoding in the name, and dot segments.
+ * The proxy's own errors as `metav1.Status`. A refusal on a discovery path also carries its message in a
+ * `Warning` header, which kubectl prints where it would show only client-go's generic text.
  */
-export function parseClusterPath(url: string): KubeRoute | undefined {
-  const q = url.indexOf("?");
-  const rawPath = q < 0 ? url : url.slice(0, q);
-  const query = q < 0 ? "" : url.slice(q);
-  if (!rawPath.startsWith("/clusters/")) return undefined;
-  const rest = rawPath.slice("/clusters/".length);
-  const slash = rest.indexOf("/");
-  const name = slash < 0 ? rest : rest.slice(0, slash);
-  if (!isClusterName(name)) throw new Refusal(400, `'${name}' is not a valid cluster name`);
-  const path = slash < 0 ? "/" : rest.slice(slash);
-  return { cluster: name, path: checkedPath(path) + query };
-}
-
-/** Refuses dot segments (plain or percent-encoded) and encoded slashes, so no path can step sideways. */
-function checkedPath(path: string): string {
-  for (const seg of path.split("/")) {
-    let decoded: string;
-    try {
-      decoded = decodeURIComponent(seg);
-    } catch {
-      throw new Refusal(400, "malformed percent-encoding in path");
-    }
-    if (decoded === "." || decoded === ".." || decoded.includes("/") || decoded.includes("\\")) {
-      throw new Refusal(400, "path must not contain dot segments or encoded slashes");
-    }
-  }
-  return path;
-}
-
-/**
- * Appends the client's address to `X-Forwarded-For`, as the Kubernetes API server's own proxy does, so
- * that the API server's audit (`sourceIPs`) and a Service's logs name the client and not the agent.
- * Entries the client sent stay in front of it: only the last one is the hub's word.
- */
-export function forwardedFor(headers: http.OutgoingHttpHeaders, remote: string | undefined): void {
-  if (!remote) return;
-  const client = remote.replace(/^::ffff:(?=\d+\.\d+\.\d+\.\d+$)/i, "");
-  const sent = headers["x-forwarded-for"];
-  const before = Array.isArray(sent) ? sent.join(", ") : sent === undefined ? "" : String(sent);
-  headers["x-forwarded-for"] = before.trim() ? `${before}, ${client}` : client;
-}
-
-/**
- * The headers sent to the agent: client credentials and impersonation stripped, hub identity added, the
- * client's address appended to `X-Forwarded-For`.
- */
-export function identityHeaders(
-  rawHeaders: string[],
-  mode: AuthMode,
-  who: Identity,
-  remote?: string,
-): http.OutgoingHttpHeaders {
-  const headers = endToEndHeaders(rawHeaders);
-  forwardedFor(headers, remote);
-  for (const name of Object.keys(headers)) {
-    if (name.startsWith("impersonate-") || name.startsWith("x-tower-")) delete headers[name];
-  }
-  headers[authModeHeader] = mode;
-  if (mode === "impersonate") {
-    delete headers.authorization;
-    headers["impersonate-user"] = who.user;
-    if (who.groups.length) headers["impersonate-group"] = who.groups;
-    for (const [key, values] of Object.entries(who.extra ?? {})) {
-      // Characters not legal in a header name ('/') are percent-encoded; the API server decodes them.
-      if (values.length) headers[`impersonate-extra-${encodeURIComponent(key)}`] = values;
-    }
-  }
-  return headers;
-}
+const responder: Responder = {
+  error: (res, code, message, cause) => {
+    const own = unavailableStatus(cause);
+    const path = (res.req?.url ?? "/").replace(/^\/clusters\/[^/?]+/, "");
+    sendStatus(
+      res,
+      own ?? code,
+      own ? message : tunnelFailed + message,
+      own !== undefined && isDiscoveryPath(path),
+    );
+    return own ?? code;
+  },
+  socketError: (socket, code, message, cause) => {
+    const own = unavailableStatus(cause);
+    refuseWithStatus(socket, own ?? code, own ? message : tunnelFailed + message);
+    return own ?? code;
+  },
+};
 
 /** The Kubernetes API route, as request and upgrade handlers for the front door. */
 export function kubeProxy(deps: KubeProxyDeps): {
-  /** Handles `/clusters/…` requests; false for other paths. */
+  /** Handles `/clusters/…` requests (every request when `fixedCluster` is set); false for other paths. */
   request: (req: http.IncomingMessage, res: http.ServerResponse, fixedCluster?: string) => boolean;
   /** Handles `/clusters/…` upgrades; false for other paths. */
   upgrade: (req: http.IncomingMessage, socket: Duplex, head: Uint8Array, fixedCluster?: string) => boolean;
+  /** Closes kept-alive connections. */
+  close: () => void;
 } {
-  const route = (req: http.IncomingMessage, fixedCluster?: string): KubeRoute | undefined => {
-    const r = fixedCluster
-      ? { cluster: fixedCluster, path: checkedPath((req.url ?? "/").split("?")[0]!) + query(req) }
-      : parseClusterPath(req.url ?? "/");
-    return r && { ...withService(r), remote: req.socket.remoteAddress };
-  };
-  const query = (req: http.IncomingMessage) => {
-    const u = req.url ?? "";
-    const q = u.indexOf("?");
-    return q < 0 ? "" : u.slice(q);
-  };
-
-  const unsuitableFor = (mode: AuthMode) => `the agents of cluster '%s' do not accept auth mode '${mode}'`;
-
-  // Ready channels to each cluster's API server, per auth mode.
-  const reserves = new Map<string, ChannelReserve>();
-  const reserveFor = (cluster: string, mode: AuthMode) => {
-    const key = `${cluster}|${mode}`;
-    let reserve = reserves.get(key);
-    if (!reserve) {
-      reserve = new ChannelReserve(() =>
-        deps.channels.openChannel(cluster, kubernetesEndpoint, mode, unsuitableFor(mode))
-      );
-      reserves.set(key, reserve);
-    }
-    return reserve;
-  };
-
-  // Channels kept open between plain API requests, per cluster and auth mode.
-  const keptAlive = new Map<string, KeepAliveChannels>();
-  const keptAliveFor = (cluster: string, mode: AuthMode) => {
-    const key = `${cluster}|${mode}`;
-    let pool = keptAlive.get(key);
-    if (!pool) keptAlive.set(key, pool = new KeepAliveChannels(reserveFor(cluster, mode)));
-    return pool;
-  };
+  const upstreams = new ClusterUpstreams(deps.channels);
+  const proxy = new ReverseProxy(responder);
 
   /** Who sent the request and whether they may reach the cluster; throws a Refusal otherwise. */
   const authorize = async (
@@ -248,7 +87,7 @@ export function kubeProxy(deps: KubeProxyDeps): {
     r: KubeRoute,
   ): Promise<{ who: Identity; mode: AuthMode }> => {
     const registry = deps.registry();
-    const record: ClusterRecord | undefined = registry.clusters.find((c) => c.name === r.cluster);
+    const record = registry.clusters.find((c) => c.name === r.cluster);
     if (!record) {
       // Only a known caller learns that a name is not registered: anonymous callers get 401 for every
       // name, so cluster names cannot be enumerated.
@@ -274,109 +113,19 @@ export function kubeProxy(deps: KubeProxyDeps): {
     return { who, mode };
   };
 
-  /** Maps "no agent" errors to the statuses kubectl shows. */
-  const refusalOf = (e: unknown, who: Identity): unknown => {
-    if (e instanceof UnsuitableAgentError) return new Refusal(502, e.message, who);
-    if (e instanceof NoAgentError) return new Refusal(503, e.message, who);
-    return e;
-  };
-
-  /**
-   * A plain API request on a kept-alive channel. A reused channel that fails before any answer (its
-   * agent just went away) is retried once on another when the request has no body.
-   */
-  const proxyKeptAlive = async (
-    req: http.IncomingMessage,
-    res: http.ServerResponse,
-    r: KubeRoute,
-    who: Identity,
-    mode: AuthMode,
-  ): Promise<{ outcome: ProxyOutcome; carrier?: Carrier }> => {
-    const outcome: ProxyOutcome = { status: 0, bytesIn: 0, bytesOut: 0, upgraded: false };
-    const method = req.method ?? "GET";
-    const headers = identityHeaders(req.rawHeaders, mode, who, r.remote);
-    const length = req.headers["content-length"];
-    const hasBody = length !== undefined ? length !== "0" : req.headers["transfer-encoding"] !== undefined;
-    const abort = new AbortController();
-    res.once("close", () => {
-      if (!res.writableFinished) abort.abort();
-    });
-    const pool = keptAliveFor(r.cluster, mode);
-    for (let attempt = 0;; attempt++) {
-      let c;
-      try {
-        c = await pool.take();
-      } catch (e) {
-        throw refusalOf(e, who);
+  /** Where an admitted request goes, and with which headers. */
+  const target = (req: http.IncomingMessage, r: KubeRoute, who: Identity, mode: AuthMode, remote?: string) =>
+    r.service
+      ? {
+        upstream: upstreams.service(r.cluster, r.service),
+        path: r.path,
+        headers: serviceHeaders(req.rawHeaders, r.service, remote),
       }
-      const { channel } = c;
-      let relay: BodyRelay | undefined;
-      try {
-        const result = await exchange(channel, {
-          method,
-          path: r.path,
-          headers,
-          body: hasBody ? req : undefined,
-        }, {
-          head: (h) => {
-            outcome.status = h.status;
-            relayHead(res, method, h.status, h.statusMessage, h.rawHeaders);
-            relay = new BodyRelay(res, Number(h.header("content-length")), channel);
-          },
-          data: (piece) => {
-            outcome.bytesOut += piece.length;
-            relay!.data(piece);
-          },
-        }, abort.signal);
-        relay?.end();
-        outcome.bytesIn = result.bytesIn;
-        if (result.reusable) pool.give(c);
-        else discard(channel);
-        return { outcome, carrier: c };
-      } catch (e) {
-        discard(channel);
-        const answered = (e as { answered?: boolean }).answered === true;
-        if (!answered && c.reused && !hasBody && attempt === 0 && !abort.signal.aborted) continue;
-        outcome.error = (e as Error).message;
-        if (!res.headersSent) sendStatus(res, 502, `cluster '${r.cluster}': ${(e as Error).message}`);
-        else res.destroy();
-        return { outcome, carrier: c };
-      }
-    }
-  };
-
-  /** Everything up to the upstream connection: who, may they, and how to reach the target. */
-  const admit = async (req: http.IncomingMessage, r: KubeRoute): Promise<Admitted> => {
-    const { who, mode } = await authorize(req, r);
-    const svc = r.service;
-    const endpoint = svc ? serviceEndpointName(svc.namespace, svc.name, svc.port) : kubernetesEndpoint;
-    try {
-      // API requests (and upgrades) take a ready channel, so they do not wait for a channel open.
-      const opened = svc
-        ? await deps.channels.openChannel(r.cluster, endpoint)
-        : await reserveFor(r.cluster, mode).take();
-      const { channel } = opened;
-      // One channel per request, through an agent of its own (see channel_reserve.ts).
-      return {
-        who,
-        mode,
-        channel,
-        upstream: {
-          request: (o) =>
-            Promise.resolve(
-              http.request({
-                ...o,
-                agent: oneShotAgent(channel),
-              }),
-            ),
-        },
-        carrier: opened,
-        release: () => discard(channel),
+      : {
+        upstream: upstreams.api(r.cluster, mode),
+        path: r.path,
+        headers: identityHeaders(req.rawHeaders, mode, who, remote),
       };
-    } catch (e) {
-      throw refusalOf(e, who);
-    }
-  };
 
   /** Tracks a request until it ends; `end` cuts it off when a registry change revokes it. */
   const tracked = (r: KubeRoute, who: Identity, end: () => void) => {
@@ -393,180 +142,141 @@ export function kubeProxy(deps: KubeProxyDeps): {
     return { untrack, revoked: () => revoked };
   };
 
-  const targetHeaders = (req: http.IncomingMessage, r: KubeRoute, mode: AuthMode, who: Identity) =>
-    r.service
-      ? serviceHeaders(req.rawHeaders, r.service, r.remote)
-      : identityHeaders(req.rawHeaders, mode, who, r.remote);
-
   const audit = (
+    req: http.IncomingMessage,
+    route: KubeRoute,
+    started: number,
+    remote: string | undefined,
+    outcome: Pick<ProxyOutcome<RoutedChannel>, "status" | "bytesIn" | "bytesOut" | "upgraded" | "error">,
+    who?: Refusal["who"],
+    carrier?: RoutedChannel,
+    revoked?: string,
+  ) =>
+    deps.audit.record(auditEntry({
+      method: req.method ?? "GET",
+      route,
+      started,
+      ended: performance.now(),
+      outcome,
+      who,
+      agent: carrier?.agent?.id,
+      via: carrier?.via,
+      remote,
+      revoked,
+    }));
+
+  /** The route of a request, or a refusal already answered (undefined: not this route's path). */
+  const routeOf = (
+    req: http.IncomingMessage,
+    fixedCluster: string | undefined,
+    refuse: (code: number, message: string) => void,
+  ): KubeRoute | "refused" | undefined => {
+    try {
+      return kubeRoute(req.url ?? "/", fixedCluster);
+    } catch (e) {
+      if (!(e instanceof Refusal)) throw e;
+      refuse(e.code, e.message);
+      return "refused";
+    }
+  };
+
+  /** Answers and audits a request refused before proxying. */
+  const refused = (
     req: http.IncomingMessage,
     r: KubeRoute,
     started: number,
-    outcome: Pick<ProxyOutcome, "status" | "bytesIn" | "bytesOut" | "upgraded" | "error">,
-    who?: Identity,
-    carrier?: Carrier,
-    revoked?: string,
+    remote: string | undefined,
+    e: unknown,
+    answer: (code: number, message: string) => void,
   ) => {
-    const [rest, q = ""] = r.path.split("?");
-    const svc = r.service;
-    const path = svc
-      ? `/services/${svc.namespace}/${svc.name}:${svc.port}${rest === "/" ? "" : rest}`
-      : rest!;
-    deps.audit.record({
-      user: who?.user,
-      groups: who?.groups,
-      cluster: r.cluster,
-      method: req.method ?? "GET",
-      verb: svc ? "proxy" : kubeVerb(req.method ?? "GET", path, new URLSearchParams(q)),
-      path,
-      status: outcome.status,
-      bytesIn: outcome.bytesIn,
-      bytesOut: outcome.bytesOut,
-      durationMs: Math.round(performance.now() - started),
-      ...carriedBy(carrier),
-      remote: r.remote,
-      ...(outcome.upgraded ? { upgraded: true } : {}),
-      ...(outcome.error ? { error: outcome.error } : {}),
-      ...(revoked ? { revoked } : {}),
-    });
-  };
-
-  const auditRefusal = (req: http.IncomingMessage, r: KubeRoute, started: number, code: number, e: Error) =>
+    if (!(e instanceof Refusal)) deps.log.error("kube proxy failed", { error: e });
+    const code = e instanceof Refusal ? e.code : 500;
+    const message = (e as Error).message;
+    answer(code, message);
     audit(
       req,
       r,
       started,
-      { status: code, bytesIn: 0, bytesOut: 0, upgraded: false, error: e.message },
+      remote,
+      { status: code, bytesIn: 0, bytesOut: 0, upgraded: false, error: message },
       e instanceof Refusal ? e.who : undefined,
     );
-
-  /**
-   * `warn` also puts the message in a `Warning` header: client-go reads discovery answers raw and shows
-   * only its own generic text for an error status ("the server could not find the requested resource"),
-   * but kubectl prints every warning.
-   */
-  const sendStatus = (res: http.ServerResponse, code: number, message: string, warn = false) => {
-    if (res.headersSent) return res.destroy();
-    const body = kubeStatusText(code, message);
-    res.writeHead(code, {
-      "content-type": "application/json",
-      "content-length": Buffer.byteLength(body),
-      ...(warn ? { warning: warningValue(message) } : {}),
-    });
-    res.end(body);
   };
 
   return {
     request: (req, res, fixedCluster) => {
-      let r: KubeRoute | undefined;
-      try {
-        r = route(req, fixedCluster);
-      } catch (e) {
-        if (!(e instanceof Refusal)) throw e;
-        sendStatus(res, e.code, e.message);
-        return true;
-      }
-      if (!r) return false;
+      const r = routeOf(req, fixedCluster, (code, message) => sendStatus(res, code, message));
+      if (r === undefined) return false;
+      if (r === "refused") return true;
       const started = performance.now();
-      const kr = r;
-      const refused = (e: Error) => {
-        const code = e instanceof Refusal ? e.code : 500;
-        if (!(e instanceof Refusal)) deps.log.error("kube proxy failed", { error: e });
-        req.resume();
-        sendStatus(res, code, e.message, !kr.service && isDiscoveryPath(kr.path));
-        auditRefusal(req, kr, started, code, e);
-      };
-      if (!kr.service) {
-        const keptAlive = async () => {
-          const { who, mode } = await authorize(req, kr);
-          const t = tracked(kr, who, () => res.destroy());
+      const remote = req.socket.remoteAddress;
+      authorize(req, r).then(
+        async ({ who, mode }) => {
+          const t = tracked(r, who, () => res.destroy());
           try {
-            return { who, ...await proxyKeptAlive(req, res, kr, who, mode), revoked: t.revoked() };
+            const o = await proxy.request(req, res, target(req, r, who, mode, remote));
+            audit(req, r, started, remote, o, who, o.carrier, t.revoked());
           } finally {
             t.untrack();
           }
-        };
-        keptAlive().then(
-          ({ who, outcome, carrier, revoked }) => audit(req, kr, started, outcome, who, carrier, revoked),
-          refused,
-        );
-        return true;
-      }
-      admit(req, kr).then(async (a) => {
-        const t = tracked(kr, a.who, () => res.destroy());
-        const outcome = await proxyRequest(
-          req,
-          res,
-          { path: kr.path, headers: targetHeaders(req, kr, a.mode, a.who) },
-          a.upstream,
-          (e) => sendStatus(res, 502, `cluster '${kr.cluster}': ${e.message}`),
-        );
-        t.untrack();
-        a.release();
-        audit(req, kr, started, outcome, a.who, a.carrier, t.revoked());
-      }, refused);
+        },
+        (e) => {
+          // The body is read and dropped, so the client's keep-alive connection carries its next request.
+          req.resume();
+          const warn = !r.service && isDiscoveryPath(r.path);
+          refused(req, r, started, remote, e, (code, message) => sendStatus(res, code, message, warn));
+        },
+      ).catch((e) => deps.log.error("kube proxy failed", { error: e }));
       return true;
     },
     upgrade: (req, socket, head, fixedCluster) => {
       const refuse = (code: number, message: string) => refuseWithStatus(socket, code, message);
-      let r: KubeRoute | undefined;
-      try {
-        r = route(req, fixedCluster);
-      } catch (e) {
-        if (!(e instanceof Refusal)) throw e;
-        refuse(e.code, e.message);
-        return true;
-      }
-      if (!r) return false;
+      const r = routeOf(req, fixedCluster, refuse);
+      if (r === undefined) return false;
+      if (r === "refused") return true;
       if (!isUpgrade(req)) return false;
       const started = performance.now();
-      const kr = r;
-      admit(req, kr).then(async (a) => {
-        const { who, carrier } = a;
-        const t = tracked(kr, who, () => socket.destroy());
-        if (kr.service && (req.headers.upgrade ?? "").toLowerCase() === eofFramedUpgrade) {
+      const remote = req.socket.remoteAddress;
+      authorize(req, r).then(async ({ who, mode }) => {
+        const t = tracked(r, who, () => socket.destroy());
+        if (r.service && (req.headers.upgrade ?? "").toLowerCase() === eofFramedUpgrade) {
           // A TCP stream to the Service port (`main_server.ts forward`): answer the upgrade, then splice.
+          let routed: RoutedChannel;
+          try {
+            routed = await upstreams.serviceChannel(r.cluster, r.service);
+          } catch (e) {
+            t.untrack();
+            const code = unavailableStatus(e) ?? 502;
+            return refused(req, r, started, remote, new Refusal(code, (e as Error).message, who), refuse);
+          }
           socket.write(
             `HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: ${eofFramedUpgrade}\r\n\r\n`,
           );
           if (head.length) socket.unshift(head);
-          splice(eofFramed(socket), a.channel, (stats) => {
+          splice(eofFramed(socket), routed.channel, (stats) => {
             t.untrack();
-            audit(
-              req,
-              kr,
-              started,
-              {
-                status: 101,
-                bytesIn: stats.aToB,
-                bytesOut: stats.bToA,
-                upgraded: true,
-                ...(stats.error ? { error: stats.error.message } : {}),
-              },
-              who,
-              carrier,
-              t.revoked(),
-            );
+            const outcome = {
+              status: 101,
+              bytesIn: stats.aToB,
+              bytesOut: stats.bToA,
+              upgraded: true,
+              error: stats.error?.message,
+            };
+            audit(req, r, started, remote, outcome, who, routed, t.revoked());
           });
           return;
         }
-        const outcome = await proxyUpgrade(
-          req,
-          socket,
-          head,
-          { path: kr.path, headers: targetHeaders(req, kr, a.mode, who) },
-          a.upstream,
-          (e) => refuse(502, `cluster '${kr.cluster}': ${e.message}`),
-        );
-        t.untrack();
-        a.release();
-        audit(req, kr, started, outcome, who, carrier, t.revoked());
-      }, (e: Error) => {
-        const code = e instanceof Refusal ? e.code : 500;
-        refuse(code, e.message);
-        auditRefusal(req, kr, started, code, e);
-      });
+        try {
+          const o = await proxy.upgrade(req, socket, head, target(req, r, who, mode, remote));
+          audit(req, r, started, remote, o, who, o.carrier, t.revoked());
+        } finally {
+          t.untrack();
+        }
+      }, (e) => refused(req, r, started, remote, e, refuse)).catch((e) =>
+        deps.log.error("kube proxy failed", { error: e })
+      );
       return true;
     },
+    close: () => upstreams.close(),
   };
 }

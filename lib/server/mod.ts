@@ -37,7 +37,9 @@ export {
   ruleSelects,
   UserAuthenticator,
 } from "./user_auth.ts";
-export { identityHeaders, kubeProxy, parseClusterPath } from "./kube_proxy.ts";
+export { kubeProxy } from "./kube_proxy.ts";
+export { identityHeaders, serviceHeaders } from "./identity_headers.ts";
+export { kubeRoute, Refusal } from "./kube_route.ts";
 export { type LbConfig, LbManager } from "./lb_manager.ts";
 export { oidcConfigs, type OidcIssuerConfig, OidcVerifier } from "./oidc_verifier.ts";
 export { defaultUdpFlowCaps, type UdpFlowCaps } from "./udp_flow_caps.ts";

@@ -3,8 +3,9 @@
  * (TLS) and `ReverseProxy` over `DuplexClients` to a real HTTP/1.1 backend, all in this process.
  */
 
+import assert from "node:assert/strict";
 import net from "node:net";
-import type http from "node:http";
+import http from "node:http";
 import type { Duplex } from "node:stream";
 import { DuplexClients, endToEndHeaders, ReverseProxy } from "../../../lib/proxy/mod.ts";
 import { startFrontDoor } from "../../../lib/server/front_door.ts";
@@ -86,5 +87,35 @@ Deno.test("reverse proxy: the conformance matrix over TLS to a node:http backend
     upstream.close();
     await door.close();
     await backend.close();
+  }
+});
+
+Deno.test("reverse proxy: an upstream that cannot be dialled is answered by the responder, with its status", async () => {
+  class Unavailable extends Error {}
+  const upstream = new DuplexClients<null>({ dial: () => Promise.reject(new Unavailable("no way through")) });
+  const proxy = new ReverseProxy({
+    error: (res, code, message, cause) => {
+      const status = cause instanceof Unavailable ? 503 : code;
+      res.writeHead(status, { "content-type": "text/plain" }).end(message);
+      return status;
+    },
+    socketError: (socket, code) => {
+      socket.destroy();
+      return code;
+    },
+  });
+  const outcomes: number[] = [];
+  const server = http.createServer((req, res) => {
+    void proxy.request(req, res, { upstream, path: "/x", headers: {} }).then((o) => outcomes.push(o.status));
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  try {
+    const res = await fetch(`http://127.0.0.1:${(server.address() as net.AddressInfo).port}/x`);
+    assert.equal(res.status, 503);
+    assert.equal(await res.text(), "no way through");
+    assert.deepEqual(outcomes, [503]);
+  } finally {
+    upstream.close();
+    await new Promise((r) => server.close(r));
   }
 });
