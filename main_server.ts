@@ -22,13 +22,10 @@
 import {
   ConfigError,
   exitWithConfigError,
-  isReplicaId,
-  newReplicaId,
-  parseDuration,
   parseFlags,
   parseHostPort,
+  readFlagFile,
 } from "./lib/config/mod.ts";
-import { hostname } from "node:os";
 import { installSsh2Fixes } from "./lib/tunnel/mod.ts";
 import { applyLabelEdits, parseLabelEdit } from "./lib/registry/mod.ts";
 import { defaultCacheDir, execCredential, idToken } from "./lib/client/mod.ts";
@@ -38,16 +35,11 @@ import {
   addUser,
   allowAccess,
   defaultClientCertTtl,
-  defaultUdpFlowCaps,
   type IssuedToken,
   labelCluster,
-  type LbConfig,
   listClusters,
-  oidcConfigs,
   oidcKubeconfig,
   openStorage,
-  parseForward,
-  parseRegistryKind,
   removeCluster,
   removeUser,
   revokeUserCerts,
@@ -56,8 +48,8 @@ import {
   startHub,
   userKubeconfig,
 } from "./lib/server/mod.ts";
-import { isPeerAddress } from "./lib/registry/mod.ts";
-import type { HubStorage } from "./lib/server/hub_storage.ts";
+import { type HubStorage, storageFlags, storageOptions } from "./lib/server/hub_storage.ts";
+import { loadServeConfig, serveUsage } from "./lib/server/serve_config.ts";
 import { exportRegistry, importRegistry } from "./lib/server/registry_transfer.ts";
 import {
   credentialsFromKubeconfig,
@@ -105,76 +97,13 @@ Common flags:
   --kubeconfig FILE    the host cluster (default: the pod's ServiceAccount when run in a cluster)
   --namespace NS       the host cluster namespace (default: the kubeconfig's or pod's, else tower-system)
 
-serve flags:
-  --listen HOST:PORT   front door for agents and users (default 0.0.0.0:8443)
-  --tls-cert FILE --tls-key FILE   serve this certificate instead of one from the hub CA
-  --plain-http         no TLS (only behind a TLS-terminating proxy or for local tests)
-  --name NAME          extra DNS name or IP for the generated serving certificate (repeatable)
-  --forward [HOST:]PORT=CLUSTER/ENDPOINT   expose an agent-published endpoint as a TCP port (repeatable)
-  --keepalive DURATION agent keepalive interval; a silent agent is dropped after 3 (default 10s)
-  --login-timeout DURATION  a tunnel that has not logged in by then is closed (default 20s)
-  --audit-log FILE     one JSON line per proxied request; '-' for stdout (default)
-  --lb-ports LO-HI     serve LoadBalancer Services of connected clusters on public ports from this range
-  --lb-address ADDR    public IP or hostname written into Service status (default: the hub's hostname)
-  --lb-bind HOST       where public LoadBalancer ports listen (default 0.0.0.0)
-  --lb-udp-idle DURATION   idle UDP flows are closed after this (default 60s)
-  --drain-timeout DURATION  on SIGTERM, serve in-flight requests this long at most before stopping
-                       (default 30s); SIGINT or a second SIGTERM stops at once
-  --peer-listen HOST:PORT   the peer link (mutual TLS with the peer CA) other replicas dial; needed for
-                       several replicas, off by default
-  --peer-advertise HOST:PORT   the address peers dial (default: the --peer-listen address)
-  --lb-udp-flows-per-port N      concurrent UDP flows one public port carries (default 1024)
-  --lb-udp-flows-per-source N    concurrent UDP flows of one client address or IPv6 /64 (default 64)
-  --lb-udp-flows-per-cluster N   concurrent UDP flows of one cluster, all ports (default 2048)
-  --replica-id NAME    this replica's identity, a DNS label (default: host name and a random suffix)
-  --admin-group GROUP  hub users in GROUP may use the admin API (/api/tower/v1/), /metrics and the status
-                       page (/) on the front door
-  --metrics-listen HOST:PORT   also serve /metrics here, without credentials (keep it on an internal network)
-  --no-request-metrics   take no per-request metrics (to measure their cost; the page's charts stay empty)
-  --log-level LEVEL    debug, info, warn, error (default info)
-  --oidc-issuer URL    accept ID tokens from this OpenID Connect issuer (https; repeatable for several)
-  --oidc-client-id ID  the audience those tokens must carry (once, or once per issuer)
-  --oidc-ca-file FILE  CA of the issuer's HTTPS certificate, when not a public one
-  --oidc-username-claim CLAIM   user name claim (default email)
-  --oidc-groups-claim CLAIM     groups claim (default groups)
-  --oidc-username-prefix P      prefix for user names ('-' for none; default none for email, else ISSUER#)
-  --oidc-groups-prefix P        prefix for group names (default none)
-                       (each of these is given once, or once per --oidc-issuer in the same order)
+${serveUsage}
 `;
 
-/** The text of a file named by a flag, or a ConfigError that says which flag and why. */
-async function readFlagFile(path: string, flag: string): Promise<string> {
-  try {
-    return await Deno.readTextFile(path);
-  } catch (e) {
-    throw new ConfigError(`${flag} ${path}: ${(e as Error).message}`);
-  }
-}
-
-function dataDirOf(flag: unknown): string {
-  return typeof flag === "string" ? flag : Deno.env.get("TOWER_DATA_DIR") ?? "./.tower";
-}
-
-/** Flags every command takes to find the hub's storage. */
-const storageFlags = {
-  "data-dir": { type: "string" },
-  registry: { type: "string" },
-  kubeconfig: { type: "string" },
-  namespace: { type: "string" },
-} as const;
-
 /** Opens the storage the flags name (the pod's ServiceAccount and env for an in-cluster hub). */
-function storageOf(values: Record<string, unknown>): Promise<HubStorage> {
+function storageOf(values: Parameters<typeof storageOptions>[0]): Promise<HubStorage> {
   return openStorage({
-    registry: parseRegistryKind(values.registry),
-    dataDir: dataDirOf(values["data-dir"]),
-    host: {
-      kubeconfig: values.kubeconfig as string | undefined,
-      namespace: values.namespace as string | undefined,
-      saDir: Deno.env.get("TOWER_SA_DIR"),
-      serviceHost: Deno.env.get("KUBERNETES_SERVICE_HOST"),
-      servicePort: Deno.env.get("KUBERNETES_SERVICE_PORT"),
-    },
+    ...storageOptions(values, (name) => Deno.env.get(name)),
     log: logger({ component: "hub" }),
   });
 }
@@ -215,142 +144,17 @@ Or deploy it into the cluster (kubectl apply -f -):
 ${t.manifest}`);
 }
 
-function flowCap(values: Record<string, unknown>, which: "per-port" | "per-source" | "per-cluster"): number {
-  const flag = `lb-udp-flows-${which}`;
-  const raw = values[flag];
-  if (raw === undefined) {
-    return defaultUdpFlowCaps[
-      ({ "per-port": "perPort", "per-source": "perSource", "per-cluster": "perCluster" } as const)[which]
-    ];
-  }
-  const n = Number(raw);
-  if (!/^\d{1,6}$/.test(String(raw)) || n < 1) {
-    throw new ConfigError(`--${flag} '${raw}' must be a whole number from 1`);
-  }
-  return n;
-}
-
-function lbConfig(values: Record<string, unknown>): LbConfig | undefined {
-  if (values["lb-ports"] === undefined) {
-    if (values["lb-address"] !== undefined) throw new ConfigError("--lb-address needs --lb-ports");
-    return undefined;
-  }
-  const m = /^(\d{1,5})-(\d{1,5})$/.exec(String(values["lb-ports"]));
-  const [lo, hi] = m ? [Number(m[1]), Number(m[2])] : [0, 0];
-  if (!m || lo < 1 || hi > 65535 || lo > hi) {
-    throw new ConfigError(`--lb-ports '${values["lb-ports"]}' must be LO-HI with 1 <= LO <= HI <= 65535`);
-  }
-  return {
-    portRange: [lo, hi],
-    publicAddress: String(values["lb-address"] ?? hostname()),
-    bindHost: String(values["lb-bind"]),
-    udpIdleMs: parseDuration(String(values["lb-udp-idle"]), "--lb-udp-idle"),
-    udpFlowCaps: {
-      perPort: flowCap(values, "per-port"),
-      perSource: flowCap(values, "per-source"),
-      perCluster: flowCap(values, "per-cluster"),
-    },
-  };
-}
-
 async function serve(args: string[]): Promise<void> {
-  const { values } = parseFlags(args, {
-    ...storageFlags,
-    listen: { type: "string", default: "0.0.0.0:8443" },
-    "tls-cert": { type: "string" },
-    "tls-key": { type: "string" },
-    "plain-http": { type: "boolean", default: false },
-    name: { type: "string", multiple: true, default: [] },
-    forward: { type: "string", multiple: true, default: [] },
-    keepalive: { type: "string", default: "10s" },
-    "login-timeout": { type: "string", default: "20s" },
-    "audit-log": { type: "string", default: "-" },
-    "lb-ports": { type: "string" },
-    "lb-address": { type: "string" },
-    "lb-bind": { type: "string", default: "0.0.0.0" },
-    "lb-udp-idle": { type: "string", default: "60s" },
-    "lb-udp-flows-per-port": { type: "string" },
-    "lb-udp-flows-per-source": { type: "string" },
-    "lb-udp-flows-per-cluster": { type: "string" },
-    "log-level": { type: "string", default: "info" },
-    "replica-id": { type: "string" },
-    "drain-timeout": { type: "string", default: "30s" },
-    "peer-listen": { type: "string" },
-    "peer-advertise": { type: "string" },
-    "oidc-issuer": { type: "string", multiple: true, default: [] },
-    "oidc-client-id": { type: "string", multiple: true, default: [] },
-    "oidc-ca-file": { type: "string", multiple: true, default: [] },
-    "oidc-username-claim": { type: "string", multiple: true, default: [] },
-    "oidc-groups-claim": { type: "string", multiple: true, default: [] },
-    "oidc-username-prefix": { type: "string", multiple: true, default: [] },
-    "oidc-groups-prefix": { type: "string", multiple: true, default: [] },
-    "admin-group": { type: "string" },
-    "metrics-listen": { type: "string" },
-    "no-request-metrics": { type: "boolean", default: false },
-  });
-  const oidc = oidcConfigs({
-    issuers: values["oidc-issuer"] as string[],
-    clientIds: values["oidc-client-id"] as string[],
-    caPems: await Promise.all(
-      (values["oidc-ca-file"] as string[]).map((f) => readFlagFile(f, "--oidc-ca-file")),
-    ),
-    usernameClaims: values["oidc-username-claim"] as string[],
-    groupsClaims: values["oidc-groups-claim"] as string[],
-    usernamePrefixes: values["oidc-username-prefix"] as string[],
-    groupsPrefixes: values["oidc-groups-prefix"] as string[],
-  });
-  const level = String(values["log-level"]);
-  if (!["debug", "info", "warn", "error"].includes(level)) {
-    throw new ConfigError(`--log-level '${level}' is unknown`);
-  }
-  setLogLevel(level as "info");
-  const { host, port } = parseHostPort(String(values.listen), "--listen");
-  const certFile = values["tls-cert"] as string | undefined;
-  const keyFile = values["tls-key"] as string | undefined;
-  if (!certFile !== !keyFile) throw new ConfigError("--tls-cert and --tls-key go together");
-  if (values["plain-http"] && certFile) {
-    throw new ConfigError("--plain-http and --tls-cert exclude each other");
-  }
-  const drainTimeoutMs = parseDuration(String(values["drain-timeout"]), "--drain-timeout");
-  const replicaId = String(values["replica-id"] ?? newReplicaId(hostname()));
-  if (!isReplicaId(replicaId)) throw new ConfigError(`--replica-id '${replicaId}' is not a DNS label`);
-  const peerListen = values["peer-listen"] === undefined
-    ? undefined
-    : parseHostPort(String(values["peer-listen"]), "--peer-listen");
-  const advertise = values["peer-advertise"] as string | undefined;
-  if (advertise !== undefined && (!peerListen || !isPeerAddress(advertise))) {
-    throw new ConfigError(`--peer-advertise '${advertise}' must be HOST:PORT, with --peer-listen`);
-  }
-  const log = logger({ component: "hub", replica: replicaId });
+  const config = await loadServeConfig(args, (name) => Deno.env.get(name));
+  setLogLevel(config.logLevel);
+  const log = logger({ component: "hub", replica: config.hub.replicaId });
   installSsh2Fixes();
-  const hub = await startHub({
-    oidc,
-    storage: await storageOf(values),
-    replicaId,
-    peer: peerListen && { ...peerListen, advertise },
-    host,
-    port,
-    tls: values["plain-http"]
-      ? { mode: "plain" }
-      : certFile && keyFile
-      ? { mode: "files", certFile, keyFile }
-      : { mode: "self-signed", names: values.name as string[] },
-    forwards: (values.forward as string[]).map(parseForward),
-    keepaliveMs: parseDuration(String(values.keepalive), "--keepalive"),
-    auditLog: String(values["audit-log"]),
-    lb: lbConfig(values),
-    handshakeTimeoutMs: parseDuration(String(values["login-timeout"]), "--login-timeout"),
-    adminGroup: values["admin-group"] as string | undefined,
-    requestMetrics: values["no-request-metrics"] !== true,
-    metricsListen: values["metrics-listen"] === undefined
-      ? undefined
-      : parseHostPort(String(values["metrics-listen"]), "--metrics-listen"),
-    log,
-  });
+  const storage = await openStorage({ ...config.storage, log: logger({ component: "hub" }) });
+  const hub = await startHub({ ...config.hub, storage, log });
   log.info("hub listening", {
-    listen: `${host}:${hub.port}`,
-    tls: !values["plain-http"],
-    registry: parseRegistryKind(values.registry),
+    listen: `${config.hub.host}:${hub.port}`,
+    tls: config.hub.tls.mode !== "plain",
+    registry: config.storage.registry,
     fingerprint: hub.fingerprint,
     clusters: hub.registry().clusters.length,
   });
@@ -360,7 +164,7 @@ async function serve(args: string[]): Promise<void> {
     const drainFirst = signal === "SIGTERM" && !stopping;
     stopping = true;
     log.info("hub stopping", { signal, drain: drainFirst });
-    if (drainFirst) await hub.drain(drainTimeoutMs);
+    if (drainFirst) await hub.drain(config.drainTimeoutMs);
     await hub.close();
     Deno.exit(0);
   };
@@ -388,7 +192,7 @@ async function cluster(args: string[]): Promise<void> {
     Object.entries(labels).map(([k, v]) => `${k}=${v}`).join(",") || "-";
   switch (verb) {
     case "add": {
-      const mode = values.mode as string | undefined;
+      const mode = values.mode;
       if (mode !== undefined && mode !== "impersonate" && mode !== "passthrough") {
         throw new ConfigError(`--mode '${mode}' must be impersonate or passthrough`);
       }
@@ -396,19 +200,19 @@ async function cluster(args: string[]): Promise<void> {
       if (port !== undefined && !(Number.isInteger(port) && port > 0 && port < 65536)) {
         throw new ConfigError(`--port '${values.port}' is not a TCP port`);
       }
-      const edits = (values.label as string[]).map((l) => parseLabelEdit(l, false));
+      const edits = values.label.map((l) => parseLabelEdit(l, false));
       const issued = await addCluster(storage, needName(), {
-        hubUrl: values["hub-url"] as string | undefined,
+        hubUrl: values["hub-url"],
         mode,
         port,
         labels: applyLabelEdits({}, edits),
-        tokenFile: values["token-file"] as string | undefined,
+        tokenFile: values["token-file"],
       });
       return printIssued(issued, "Added cluster");
     }
     case "rotate-token":
       return printIssued(
-        await rotateToken(storage, needName(), values["token-file"] as string | undefined),
+        await rotateToken(storage, needName(), values["token-file"]),
         "New token for cluster",
       );
     case "label": {
@@ -466,7 +270,7 @@ async function user(args: string[]): Promise<void> {
   switch (verb) {
     case "add": {
       const extra: Record<string, string[]> = {};
-      for (const kv of values.extra as string[]) {
+      for (const kv of values.extra) {
         const eq = kv.indexOf("=");
         if (eq < 1) throw new ConfigError(`--extra takes KEY=VALUE, got '${kv}'`);
         (extra[kv.slice(0, eq)] ??= []).push(kv.slice(eq + 1));
@@ -474,7 +278,7 @@ async function user(args: string[]): Promise<void> {
       const { token } = await addUser(
         storage,
         needName(),
-        values.group as string[],
+        values.group,
         values.token === true,
         extra,
       );
@@ -526,10 +330,10 @@ async function access(args: string[]): Promise<void> {
   await using storage = await storageOf(values);
   switch (verb) {
     case "allow": {
-      const users = values.user as string[];
-      const groups = values.group as string[];
+      const users = values.user;
+      const groups = values.group;
       const clusters = String(values.clusters ?? "").split(",").map((c) => c.trim()).filter(Boolean);
-      const selector = values["cluster-selector"] as string | undefined;
+      const selector = values["cluster-selector"];
       await allowAccess(storage, {
         ...(clusters.length ? { clusters } : {}),
         ...(selector !== undefined ? { clusterSelector: selector } : {}),
@@ -570,14 +374,14 @@ async function login(args: string[]): Promise<void> {
     flow: { type: "string", default: "browser" },
     scope: { type: "string" },
   });
-  const issuer = values.issuer as string | undefined;
-  const clientId = values["client-id"] as string | undefined;
+  const issuer = values.issuer;
+  const clientId = values["client-id"];
   if (!issuer || !clientId) throw new ConfigError("login needs --issuer URL --client-id ID");
   const flow = String(values.flow);
   if (flow !== "browser" && flow !== "device") {
     throw new ConfigError(`--flow '${flow}' must be browser or device`);
   }
-  const caFile = values["ca-file"] as string | undefined;
+  const caFile = values["ca-file"];
   const token = await idToken({
     issuer,
     clientId,
@@ -702,8 +506,8 @@ async function main(argv: string[]): Promise<void> {
       await using storage = await storageOf(values);
       if (values.oidc) {
         if (values.user || values.ttl) throw new ConfigError("kubeconfig --oidc takes no --user or --ttl");
-        const issuer = values["oidc-issuer"] as string | undefined;
-        const clientId = values["oidc-client-id"] as string | undefined;
+        const issuer = values["oidc-issuer"];
+        const clientId = values["oidc-client-id"];
         if (!issuer || !clientId) {
           throw new ConfigError("kubeconfig --oidc needs --oidc-issuer URL --oidc-client-id ID");
         }
@@ -715,9 +519,9 @@ async function main(argv: string[]): Promise<void> {
           await oidcKubeconfig(storage, {
             issuer,
             clientId,
-            caFile: values["oidc-ca-file"] as string | undefined,
-            groups: values.group as string[],
-            server: values.server as string | undefined,
+            caFile: values["oidc-ca-file"],
+            groups: values.group,
+            server: values.server,
             cacheDir: String(values["cache-dir"] ?? defaultCacheDir(Deno.env)),
             flow,
           }),
@@ -728,8 +532,8 @@ async function main(argv: string[]): Promise<void> {
         await userKubeconfig(
           storage,
           String(values.user),
-          values.server as string | undefined,
-          values.ttl as string | undefined,
+          values.server,
+          values.ttl,
         ),
       );
     }
@@ -744,8 +548,8 @@ async function main(argv: string[]): Promise<void> {
       await using storage = await storageOf(values);
       const s = await setCertTtls(
         storage,
-        values["client-cert-ttl"] as string | undefined,
-        values["client-cert-max-ttl"] as string | undefined,
+        values["client-cert-ttl"],
+        values["client-cert-max-ttl"],
       );
       return console.log(
         `public URL: ${s.publicUrl ?? "-"}\nclient certificate lifetime: ${

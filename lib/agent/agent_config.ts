@@ -121,7 +121,9 @@ export async function loadAgentConfig(
     "metrics-listen": { type: "string" },
   });
   if (positionals.length) throw new ConfigError(`unexpected argument '${positionals[0]}'`);
-  const get = (flag: string, envName: string) => (values[flag] as string | undefined) ?? env(envName);
+  // Each flag has an environment variable beside it: looked up by name, as text.
+  const flags: Record<string, unknown> = values;
+  const get = (flag: string, envName: string) => (flags[flag] as string | undefined) ?? env(envName);
   const need = (flag: string, envName: string) => {
     const v = get(flag, envName);
     if (!v) throw new ConfigError(`--${flag} (or ${envName}) is required`);

@@ -3,16 +3,32 @@
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { ConfigError } from "./duration.ts";
 
+/** Flag definitions, as `node:util` parseArgs takes them. */
+export type FlagOptions = NonNullable<ParseArgsConfig["options"]>;
+
+/** The values parseArgs gives for `T`, typed flag by flag. */
+export type FlagValues<T extends FlagOptions> = ReturnType<
+  typeof parseArgs<{ args: string[]; options: T; allowPositionals: true; strict: true }>
+>["values"];
+
 /** `node:util` parseArgs with strict checking, turning its errors into ConfigErrors. */
-export function parseFlags<T extends ParseArgsConfig["options"]>(
+export function parseFlags<T extends FlagOptions>(
   args: string[],
   options: T,
-): { values: Record<string, string | boolean | string[] | undefined>; positionals: string[] } {
+): { values: FlagValues<T>; positionals: string[] } {
   try {
-    const { values, positionals } = parseArgs({ args, options, allowPositionals: true, strict: true });
-    return { values: values as Record<string, string | boolean | string[] | undefined>, positionals };
+    return parseArgs({ args, options, allowPositionals: true, strict: true });
   } catch (e) {
     throw new ConfigError((e as Error).message);
+  }
+}
+
+/** The text of a file named by a flag, or a ConfigError that says which flag and why. */
+export async function readFlagFile(path: string, flag: string): Promise<string> {
+  try {
+    return await Deno.readTextFile(path);
+  } catch (e) {
+    throw new ConfigError(`${flag} ${path}: ${(e as Error).message}`);
   }
 }
 

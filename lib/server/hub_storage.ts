@@ -40,6 +40,40 @@ export interface HubStorage {
   [Symbol.asyncDispose](): Promise<void>;
 }
 
+/** Flags every `main_server.ts` command takes to find the hub's storage. */
+export const storageFlags = {
+  "data-dir": { type: "string" },
+  registry: { type: "string" },
+  kubeconfig: { type: "string" },
+  namespace: { type: "string" },
+} as const;
+
+/**
+ * How to open the storage the flags name: the data dir defaults to `$TOWER_DATA_DIR`, then `./.tower`;
+ * an in-cluster hub finds its host cluster through the pod's ServiceAccount and environment.
+ */
+export function storageOptions(
+  values: {
+    "data-dir"?: string | undefined;
+    registry?: string | undefined;
+    kubeconfig?: string | undefined;
+    namespace?: string | undefined;
+  },
+  env: (name: string) => string | undefined,
+): Omit<StorageOptions, "log"> {
+  return {
+    registry: parseRegistryKind(values.registry),
+    dataDir: values["data-dir"] ?? env("TOWER_DATA_DIR") ?? "./.tower",
+    host: {
+      kubeconfig: values.kubeconfig,
+      namespace: values.namespace,
+      saDir: env("TOWER_SA_DIR"),
+      serviceHost: env("KUBERNETES_SERVICE_HOST"),
+      servicePort: env("KUBERNETES_SERVICE_PORT"),
+    },
+  };
+}
+
 /** Checks a `--registry` value. */
 export function parseRegistryKind(value: unknown): RegistryKind {
   if (value === undefined || value === "file") return "file";
