@@ -18,7 +18,6 @@ import {
 import type { HubAgents } from "../registry/k8s_cluster_status.ts";
 import type { HubStorage } from "./hub_storage.ts";
 import { agentManifest } from "./agent_manifest.ts";
-import { dataPaths } from "./data_dir.ts";
 import { askAnyReplica } from "./admin_socket.ts";
 import type { ClustersResponse } from "./admin_api.ts";
 
@@ -234,7 +233,7 @@ export async function listClusters(
     return { hubRunning: true, rows };
   }
   // A file registry: ask a running replica's admin API (it gathers every replica's agents).
-  const live = await askAnyReplica(dataPaths(storage.dataDir).adminSockets, "/api/tower/v1/clusters") as
+  const live = await askAnyReplica(storage.dataDir.paths.adminSockets, "/api/tower/v1/clusters") as
     | ClustersResponse
     | undefined;
   const agentsOf = new Map((live?.clusters ?? []).map((c) => [c.name, c.agents]));

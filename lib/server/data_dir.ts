@@ -1,6 +1,7 @@
 /**
- * The hub's data dir: registry, host key, CA and serving certificate, the admin socket. Everything secret is
- * created here on first start with mode 0600 and loaded from here afterwards.
+ * The hub's data dir, as one object ({@link DataDir}) opened once and passed down: its paths, the
+ * registry file, and the hub material kept in it (host key, CA, peer CA, serving certificate). Everything
+ * secret is created here on first start with mode 0600 and loaded from here afterwards.
  * @module
  */
 
@@ -13,6 +14,7 @@ import { certNames, type CertPair, createCa, issueLeaf } from "./tls_material.ts
 import { ConfigError } from "../config/mod.ts";
 import { FileRegistry } from "../registry/mod.ts";
 import { fingerprintOfKey } from "../tunnel/mod.ts";
+import type { HubMaterial } from "./hub_material.ts";
 
 /** Paths inside a data dir. */
 export function dataPaths(dir: string): {
@@ -26,6 +28,8 @@ export function dataPaths(dir: string): {
   peerCaKey: string;
   /** Each replica's admin socket, `REPLICA.sock` (replicas may share a data dir). */
   adminSockets: string;
+  /** Replica leases as files, for replicas sharing the data dir (the file registry). */
+  replicas: string;
 } {
   return {
     registry: join(dir, "registry.yaml"),
@@ -37,6 +41,7 @@ export function dataPaths(dir: string): {
     peerCaCert: join(dir, "peer-ca.crt"),
     peerCaKey: join(dir, "peer-ca.key"),
     adminSockets: join(dir, "admin"),
+    replicas: join(dir, "replicas"),
   };
 }
 
@@ -67,18 +72,6 @@ export function newHostKey(): string {
   }
 }
 
-/** The hub's host key (OpenSSH private key text), created on first use. */
-export async function loadHostKey(dir: string): Promise<{ key: string; fingerprint: string }> {
-  const path = dataPaths(dir).hostKey;
-  let key = await readIfExists(path);
-  if (!key) {
-    await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
-    key = newHostKey();
-    await writeSecret(path, key);
-  }
-  return { key, fingerprint: fingerprintOfKey(key) };
-}
-
 /**
  * A CA kept as `certPath` and `keyPath`, created on first use. Half a CA is refused: a new one would
  * silently break everything the old one signed or pinned.
@@ -104,46 +97,6 @@ async function loadOrCreateCa(
   await writeSecret(keyPath, ca.key);
   await writeSecret(certPath, ca.cert);
   return ca;
-}
-
-/** The hub CA (agents' CA file, user client certificates), created on first use. */
-export function loadCa(dir: string): Promise<CertPair> {
-  const p = dataPaths(dir);
-  return loadOrCreateCa(dir, p.caCert, p.caKey, "Tower hub CA");
-}
-
-/**
- * The peer CA, created on first use: it signs only hub replicas' certificates for the peer link, never a
- * user's, so no credential a user can obtain is accepted there.
- */
-export function loadPeerCa(dir: string): Promise<CertPair> {
-  const p = dataPaths(dir);
-  return loadOrCreateCa(dir, p.peerCaCert, p.peerCaKey, "Tower peer CA");
-}
-
-/**
- * The serving certificate: user-supplied files, or one from the hub CA created on first use and issued
- * again when it does not name every address asked for (`--name` values added later).
- */
-export async function loadServingCert(
-  dir: string,
-  ca: CertPair,
-  extraNames: string[],
-  supplied?: { certFile: string; keyFile: string },
-): Promise<CertPair> {
-  if (supplied) {
-    return {
-      cert: await Deno.readTextFile(supplied.certFile),
-      key: await Deno.readTextFile(supplied.keyFile),
-    };
-  }
-  const p = dataPaths(dir);
-  const [cert, key] = [await readIfExists(p.serverCert), await readIfExists(p.serverKey)];
-  if (cert && key && servingCertNames(cert, extraNames)) return { cert, key };
-  const leaf = await issueServingCert(ca, extraNames);
-  await writeSecret(p.serverKey, leaf.key);
-  await writeSecret(p.serverCert, leaf.cert);
-  return leaf;
 }
 
 function servingNames(extraNames: string[], withHost = true): { dnsNames: string[]; ipAddresses: string[] } {
@@ -179,8 +132,70 @@ function canonicalName(name: string): string {
   return net.isIPv6(name) ? new URL(`http://[${name}]`).hostname.slice(1, -1) : name.toLowerCase();
 }
 
-/** Creates the data dir if needed and opens its registry. */
-export async function openDataDir(dir: string): Promise<FileRegistry> {
-  await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
-  return new FileRegistry(dataPaths(dir).registry);
+/** A hub's data dir: where its registry file and hub material live. Nothing is read until asked for. */
+export class DataDir implements HubMaterial {
+  /** Every path in it. */
+  readonly paths: ReturnType<typeof dataPaths>;
+
+  constructor(readonly dir: string) {
+    this.paths = dataPaths(dir);
+  }
+
+  get caLocation(): string {
+    return this.paths.caCert;
+  }
+
+  /** Creates the data dir if needed and opens its registry file. */
+  async registry(): Promise<FileRegistry> {
+    await Deno.mkdir(this.dir, { recursive: true, mode: 0o700 });
+    return new FileRegistry(this.paths.registry);
+  }
+
+  /** The hub's host key (OpenSSH private key text), created on first use. */
+  async hostKey(): Promise<{ key: string; fingerprint: string }> {
+    let key = await readIfExists(this.paths.hostKey);
+    if (!key) {
+      await Deno.mkdir(this.dir, { recursive: true, mode: 0o700 });
+      key = newHostKey();
+      await writeSecret(this.paths.hostKey, key);
+    }
+    return { key, fingerprint: fingerprintOfKey(key) };
+  }
+
+  /** The hub CA (agents' CA file, user client certificates), created on first use. */
+  ca(): Promise<CertPair> {
+    return loadOrCreateCa(this.dir, this.paths.caCert, this.paths.caKey, "Tower hub CA");
+  }
+
+  /**
+   * The peer CA, created on first use: it signs only hub replicas' certificates for the peer link, never
+   * a user's, so no credential a user can obtain is accepted there.
+   */
+  peerCa(): Promise<CertPair> {
+    return loadOrCreateCa(this.dir, this.paths.peerCaCert, this.paths.peerCaKey, "Tower peer CA");
+  }
+
+  /**
+   * The serving certificate: user-supplied files, or one from the hub CA created on first use and issued
+   * again when it does not name every address asked for (`--name` values added later).
+   */
+  async servingCert(
+    ca: CertPair,
+    extraNames: string[],
+    supplied?: { certFile: string; keyFile: string },
+  ): Promise<CertPair> {
+    if (supplied) {
+      return {
+        cert: await Deno.readTextFile(supplied.certFile),
+        key: await Deno.readTextFile(supplied.keyFile),
+      };
+    }
+    const p = this.paths;
+    const [cert, key] = [await readIfExists(p.serverCert), await readIfExists(p.serverKey)];
+    if (cert && key && servingCertNames(cert, extraNames)) return { cert, key };
+    const leaf = await issueServingCert(ca, extraNames);
+    await writeSecret(p.serverKey, leaf.key);
+    await writeSecret(p.serverCert, leaf.cert);
+    return leaf;
+  }
 }

@@ -17,13 +17,11 @@ import { PeerChannels, relayPeerChannels } from "./peer_channels.ts";
 import { ChannelRouter } from "./channel_router.ts";
 import { hostname } from "node:os";
 import type { CertPair } from "./tls_material.ts";
-import { join } from "node:path";
 import { FileReplicaLeases, type RegistryData, type ReplicaLeases } from "../registry/mod.ts";
 import { acceptTunnel, maxReplicas, SshHub, tunnelWebSocketServer } from "../tunnel/mod.ts";
 import { ClusterSessions } from "./cluster_sessions.ts";
 import { agentAuthenticator } from "./agent_auth.ts";
 import { OpenStreams } from "./open_streams.ts";
-import { dataPaths } from "./data_dir.ts";
 import type { HubStorage } from "./hub_storage.ts";
 import { ClusterStatusWriter } from "../registry/k8s_cluster_status.ts";
 import { KubeReplicaLeases } from "../registry/k8s_replica_leases.ts";
@@ -145,7 +143,7 @@ export async function startHub(config: HubConfig): Promise<Hub> {
   const host = storage.kubernetes?.host;
   const leases: ReplicaLeases = host
     ? new KubeReplicaLeases({ kc: host.kc, namespace: host.namespace, ttlMs: replicaLeaseTtlMs, log })
-    : new FileReplicaLeases({ dir: join(dataDir, "replicas"), ttlMs: replicaLeaseTtlMs, log });
+    : new FileReplicaLeases({ dir: dataDir.paths.replicas, ttlMs: replicaLeaseTtlMs, log });
   // A draining replica is no place for a new tunnel: agents do not count it.
   const liveReplicas = () =>
     Math.min(maxReplicas, Math.max(1, leases.live().filter((l) => !l.draining).length));
@@ -288,7 +286,7 @@ export async function startHub(config: HubConfig): Promise<Hub> {
     });
   // Every live replica (by lease) is asked for its own snapshot on its admin socket: replicas share the
   // data dir. Replicas on other machines would be asked over the peer link instead: this is that seam.
-  const socketsDir = dataPaths(dataDir).adminSockets;
+  const socketsDir = dataDir.paths.adminSockets;
   const snapshots: SnapshotSource = async () =>
     gatherSnapshots(
       await local(),

@@ -2,13 +2,12 @@
  * What makes a hub installation recognisable: its SSH host key (agents pin its fingerprint), its CA
  * (agents and kubeconfigs trust it), its peer CA (replica certificates) and its serving certificate.
  * Generated on first use and kept in a {@linkcode HubMaterial} store: files in the data dir
- * (data_dir.ts), or Secrets in the host cluster (secret_material.ts) so that every replica presents the
- * same fingerprint and CA.
+ * ({@linkcode DataDir} in data_dir.ts), or Secrets in the host cluster (secret_material.ts) so that every
+ * replica presents the same fingerprint and CA.
  * @module
  */
 
 import type { CertPair } from "./tls_material.ts";
-import { dataPaths, loadCa, loadHostKey, loadPeerCa, loadServingCert } from "./data_dir.ts";
 
 /** Where hub material is kept. */
 export interface HubMaterial {
@@ -29,15 +28,4 @@ export interface HubMaterial {
     extraNames: string[],
     supplied?: { certFile: string; keyFile: string },
   ): Promise<CertPair>;
-}
-
-/** Hub material kept as files in the data dir (one host owns it). */
-export function fileMaterial(dir: string): HubMaterial {
-  return {
-    caLocation: dataPaths(dir).caCert,
-    hostKey: () => loadHostKey(dir),
-    ca: () => loadCa(dir),
-    peerCa: () => loadPeerCa(dir),
-    servingCert: (ca, names, supplied) => loadServingCert(dir, ca, names, supplied),
-  };
 }

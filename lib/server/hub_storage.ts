@@ -11,8 +11,8 @@ import type { Logger } from "../log/log.ts";
 import { type HostCluster, hostCluster, type HostClusterOptions } from "../kube/host_cluster.ts";
 import type { Registry } from "../registry/mod.ts";
 import { KubernetesRegistry } from "../registry/k8s_registry.ts";
-import { openDataDir } from "./data_dir.ts";
-import { fileMaterial, type HubMaterial } from "./hub_material.ts";
+import { DataDir } from "./data_dir.ts";
+import type { HubMaterial } from "./hub_material.ts";
 import { secretMaterial } from "./secret_material.ts";
 
 /** The registry backends. */
@@ -30,7 +30,8 @@ export interface StorageOptions {
 /** A hub's opened storage. */
 export interface HubStorage {
   kind: RegistryKind;
-  dataDir: string;
+  /** The data dir (the admin sockets live there whatever the registry; with `file`, everything). */
+  dataDir: DataDir;
   registry: Registry;
   material: HubMaterial;
   /** For `kubernetes`: the host cluster and the registry on it. */
@@ -87,13 +88,14 @@ export async function openStorage(opts: StorageOptions): Promise<HubStorage> {
     if (opts.host?.kubeconfig || opts.host?.namespace) {
       throw new ConfigError("--kubeconfig and --namespace need --registry kubernetes");
     }
-    const registry = await openDataDir(opts.dataDir);
+    const dataDir = new DataDir(opts.dataDir);
+    const registry = await dataDir.registry();
     const close = () => Promise.resolve();
     return {
       kind: "file",
-      dataDir: opts.dataDir,
+      dataDir,
       registry,
-      material: fileMaterial(opts.dataDir),
+      material: dataDir,
       close,
       [Symbol.asyncDispose]: close,
     };
@@ -103,7 +105,7 @@ export async function openStorage(opts: StorageOptions): Promise<HubStorage> {
   await registry.start();
   return {
     kind: "kubernetes",
-    dataDir: opts.dataDir,
+    dataDir: new DataDir(opts.dataDir),
     registry,
     material: secretMaterial(host),
     kubernetes: { host, registry },

@@ -11,7 +11,7 @@ export {
 } from "./admin.ts";
 export { agentManifest } from "./agent_manifest.ts";
 export { type AgentSummary, ClusterSessions, NoAgentError } from "./cluster_sessions.ts";
-export { dataPaths, loadHostKey, newHostKey } from "./data_dir.ts";
+export { DataDir, dataPaths, newHostKey } from "./data_dir.ts";
 export { type HubStorage, openStorage, parseRegistryKind, type RegistryKind } from "./hub_storage.ts";
 export { type Hub, type HubConfig, startHub, towerVersion } from "./hub.ts";
 export { type ForwardRule, parseForward } from "./tcp_forward.ts";
