@@ -52,6 +52,9 @@ export interface Responder {
   socketError(socket: Duplex, code: number, message: string, cause: Error): number;
 }
 
+/** Sends of one bodiless request at most, when connections fail before any answer. */
+const maxAttempts = 3;
+
 /** Response pieces are gathered up to this size (or the end of the event-loop turn) before writing. */
 const coalesceBytes = 64 * 1024;
 
@@ -160,8 +163,10 @@ export class ReverseProxy {
 
   /**
    * Proxies a plain request; `res` gets the upstream's status, headers, body and trailers as they arrive.
-   * A request without a body that fails on a reused connection before any answer (the connection went
-   * stale, its agent went away) is sent once more on another.
+   * A request without a body whose connection fails before any answer (it went stale, its agent or the
+   * peer relaying it went away) is sent again on another, up to {@link maxAttempts} times in all: a
+   * reused connection, or one opened ahead of need, may have died just before it was taken. A connection
+   * that could not be opened at all is not tried again.
    */
   async request<C>(
     req: http.IncomingMessage,
@@ -172,7 +177,8 @@ export class ReverseProxy {
     const withBody = hasBody(req);
     for (let attempt = 0;; attempt++) {
       const lease = target.upstream.acquire();
-      const retry = await this.#exchange(req, res, target, lease, withBody, outcome, attempt === 0);
+      const mayRetry = attempt + 1 < maxAttempts;
+      const retry = await this.#exchange(req, res, target, lease, withBody, outcome, mayRetry);
       if (!retry) return outcome;
     }
   }
@@ -239,7 +245,8 @@ export class ReverseProxy {
           settle(true);
         },
         onError: (e) => {
-          if (!answered && mayRetry && lease.reused && !withBody && !clientGone) return settle(false, true);
+          const connected = lease.carrier() !== undefined;
+          if (!answered && mayRetry && connected && !withBody && !clientGone) return settle(false, true);
           outcome.error = e.message;
           if (!res.headersSent) outcome.status = this.respond.error(res, 502, e.message, e);
           else res.destroy();
