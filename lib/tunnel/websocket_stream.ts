@@ -38,8 +38,12 @@ export interface TunnelStream {
   lastReceived(): number;
 }
 
-/** A WebSocket message is sent as soon as this many bytes are waiting for it. */
-export const maxCoalescedBytes = 256 << 10;
+/**
+ * Writes smaller than this are gathered into one WebSocket message; a larger one is sent as a message of
+ * its own, without a copy (measured: copying bulk data into bigger messages cost more CPU than the frames
+ * it saved).
+ */
+export const maxCoalescedBytes = 16 << 10;
 
 /**
  * Writes are acknowledged at once while fewer bytes than this are handed to `ws` and not yet written to
@@ -49,14 +53,15 @@ export const maxCoalescedBytes = 256 << 10;
 export const maxUnsentBytes = 1 << 20;
 
 /**
- * The WebSocket as a byte stream for ssh2. Every write made in one run of JavaScript (up to the next
- * microtask checkpoint) goes out as one WebSocket message: ssh2 writes each chacha20-poly1305 packet as
+ * The WebSocket as a byte stream for ssh2. Small writes made in one run of JavaScript (up to the next
+ * microtask checkpoint) go out as one WebSocket message: ssh2 writes each chacha20-poly1305 packet as
  * three pieces (length, body, MAC), which one by one became three WebSocket frames, three TLS records and
  * three `sendto` calls, the last two an event-loop turn after the first (BENCHMARKS.md, issue 16). A
- * message holds at most {@link maxCoalescedBytes} plus one write. Message boundaries mean nothing to the
- * reader: SSH is a byte stream.
+ * message holds at most {@link maxCoalescedBytes}, or one larger write. Message boundaries mean nothing
+ * to the reader: SSH is a byte stream.
  */
 function webSocketDuplex(ws: WebSocket, counted: { read: number; written: number }): Duplex {
+  /** Small writes waiting for the end of this run of JavaScript. */
   let pending: Buffer[] = [];
   let pendingBytes = 0;
   let flushQueued = false;
@@ -71,13 +76,8 @@ function webSocketDuplex(ws: WebSocket, counted: { read: number; written: number
       cb(e);
     }
   };
-  const flush = () => {
-    flushQueued = false;
-    if (!pendingBytes) return;
-    const data = pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingBytes);
-    const n = pendingBytes;
-    pending = [];
-    pendingBytes = 0;
+  const send = (data: Buffer) => {
+    const n = data.length;
     unsent += n;
     counted.written += n;
     ws.send(data, { binary: true }, (e) => {
@@ -85,12 +85,24 @@ function webSocketDuplex(ws: WebSocket, counted: { read: number; written: number
       release(e);
     });
   };
+  const flush = () => {
+    flushQueued = false;
+    if (!pendingBytes) return;
+    const data = pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingBytes);
+    pending = [];
+    pendingBytes = 0;
+    send(data);
+  };
   const take = (chunks: Buffer[], cb: (e?: Error | null) => void) => {
     for (const c of chunks) {
       if (!c.length) continue;
+      if (pendingBytes + c.length > maxCoalescedBytes) flush();
+      if (c.length >= maxCoalescedBytes) {
+        send(c);
+        continue;
+      }
       pending.push(c);
       pendingBytes += c.length;
-      if (pendingBytes >= maxCoalescedBytes) flush();
     }
     if (pendingBytes && !flushQueued) {
       flushQueued = true;

@@ -1,7 +1,7 @@
 /**
  * The tunnel's WebSocket byte stream (lib/tunnel/websocket_stream.ts) over a real loopback WebSocket:
- * writes made in one run of JavaScript leave as one message, a message is bounded, and past the unsent
- * bound writes report backpressure until the socket has taken the bytes.
+ * small writes made in one run of JavaScript leave as one message, a message is bounded, a large write
+ * goes alone, and past the unsent bound writes report backpressure until the socket has taken the bytes.
  * @module
  */
 
@@ -82,7 +82,27 @@ Deno.test("writes made in one run of JavaScript leave as one WebSocket message",
   }
 });
 
-Deno.test("a coalesced message is bounded, and past the unsent bound writes report backpressure", async () => {
+Deno.test("small writes fill messages up to the bound; a large write is a message of its own", async () => {
+  const t = await tunnelPair();
+  try {
+    const small = Array.from({ length: 100 }, (_, i) => Buffer.alloc(1000, i));
+    const large = Buffer.alloc(maxCoalescedBytes + 1, 0xee);
+    const expected = Buffer.concat([...small.slice(0, 50), large, ...small.slice(50)]);
+    const got = readBytes(t.hub.stream, expected.length);
+    for (const p of small.slice(0, 50)) t.agent.stream.write(p);
+    t.agent.stream.write(large);
+    for (const p of small.slice(50)) t.agent.stream.write(p);
+    assert.ok((await got).equals(expected));
+    const fit = Math.floor(maxCoalescedBytes / 1000) * 1000;
+    // 50 small writes: full messages, then the rest; the large write alone; then the other 50 the same way.
+    const half = [...Array(Math.floor(50_000 / fit)).fill(fit), 50_000 % fit].filter((n) => n > 0);
+    assert.deepEqual(t.messages, [...half, large.length, ...half]);
+  } finally {
+    await t.close();
+  }
+});
+
+Deno.test("past the unsent bound, writes report backpressure until the socket took the bytes", async () => {
   const t = await tunnelPair();
   try {
     const piece = 32 * 1024;
@@ -102,9 +122,7 @@ Deno.test("a coalesced message is bounded, and past the unsent bound writes repo
     );
     await new Promise((r) => t.agent.stream.once("drain", r));
     assert.ok((await got).equals(expected));
-    assert.equal(t.messages.reduce((a, b) => a + b, 0), expected.length);
-    for (const m of t.messages) assert.ok(m <= maxCoalescedBytes + piece, `message of ${m} bytes`);
-    assert.ok(t.messages.length >= Math.ceil(expected.length / (maxCoalescedBytes + piece)));
+    assert.deepEqual(t.messages, Array(count).fill(piece));
   } finally {
     await t.close();
   }
