@@ -62,6 +62,7 @@ async function startReplicas(
       await startHub({
         dataDir,
         ...(ports[i] ? { port: ports[i] } : {}),
+        startTimeoutMs: 90_000,
         args: ["--peer-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", ...extra],
       }),
     );

@@ -198,6 +198,8 @@ export interface HubProcessOptions {
   plain?: boolean;
   /** Extra environment (e.g. the in-cluster KUBERNETES_SERVICE_* of a hub run as a pod would run). */
   env?: Record<string, string>;
+  /** How long to wait for it to listen (default 20 s). */
+  startTimeoutMs?: number;
 }
 
 /** A hub process with its bound port. */
@@ -244,7 +246,7 @@ export async function startHub(opts: HubProcessOptions): Promise<HubProcess> {
     ...(opts.plain ? ["--plain-http"] : []),
     ...(opts.args ?? []),
   ], opts.env);
-  const line = await p.waitForMsg("hub listening");
+  const line = await p.waitForMsg("hub listening", opts.startTimeoutMs);
   const port = Number(String(line.listen).split(":").pop());
   return Object.assign(p, {
     port,
