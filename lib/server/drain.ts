@@ -22,6 +22,11 @@ export interface DrainDeps {
   othersAlive(): boolean;
   /** Marks this replica's lease as draining at once (peers stop counting it for new tunnels). */
   markDraining(): Promise<void>;
+  /**
+   * Whether every cluster this replica holds agents of is also held by another live replica that is not
+   * draining (its agents have moved); without a peer link, not asked.
+   */
+  heldElsewhere?: () => Promise<boolean>;
   log: Logger;
 }
 
@@ -46,6 +51,9 @@ export interface DrainReport {
 
 /** Reconnect requests go out at most this often on average (50 agents a second). */
 const staggerStepMs = 20;
+
+/** How often a drain asks whether its agents' clusters are held elsewhere (a bounded loop). */
+const heldPollMs = 250;
 
 /** Longest wait for ended streams to finish closing. */
 const endGraceMs = 2000;
@@ -84,8 +92,23 @@ export async function drain(deps: DrainDeps, opts: DrainOptions): Promise<DrainR
     timeoutMs: opts.timeoutMs,
   });
 
-  // Quiet counts from the start of the drain too: a load balancer needs that long to see not-ready.
-  const quietFor = () => Math.min(inFlight.quietForMs(), performance.now() - started);
+  // Agents asked to move keep their tunnel here until it closes: wait until another replica holds each
+  // cluster, so a cluster whose agents hold one tunnel each is never left without one.
+  let movedAt = started;
+  if (agents.length && deps.heldElsewhere) {
+    await until(inFlight, deadline, () => staggered, () => opts.timeoutMs, (h) => {
+      onStaggered.add(h);
+      return () => onStaggered.delete(h);
+    });
+    for (let i = 0; performance.now() < deadline && i < 1000; i++) {
+      if (await deps.heldElsewhere().catch(() => false)) break;
+      await new Promise((r) => setTimeout(r, heldPollMs));
+    }
+    movedAt = performance.now();
+  }
+  // Quiet counts from the start of the drain too: a load balancer needs that long to see not-ready; and
+  // from the move: peers' route answers naming this replica age out meanwhile.
+  const quietFor = () => Math.min(inFlight.quietForMs(), performance.now() - movedAt);
   const settled = () => inFlight.ordinary === 0 && (!others || (staggered && quietFor() >= opts.quietMs));
   await until(
     inFlight,

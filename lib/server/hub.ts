@@ -110,6 +110,18 @@ export interface Hub {
   close(): Promise<void>;
 }
 
+/** Whether a live peer that is not draining holds an agent of every cluster this replica holds. */
+async function clustersHeldElsewhere(sessions: ClusterSessions, routes: PeerRoutes): Promise<boolean> {
+  for (const cluster of sessions.clusters()) {
+    const endpoint = sessions.of(cluster)[0]?.endpoints.keys().next().value;
+    if (endpoint === undefined) continue;
+    // A fresh answer each time: a cached one predates the move.
+    routes.forget(cluster, endpoint);
+    if (!(await routes.holders(cluster, endpoint)).some((h) => !h.draining)) return false;
+  }
+  return true;
+}
+
 /** Starts a hub from `config`. */
 export async function startHub(config: HubConfig): Promise<Hub> {
   const log = config.log;
@@ -164,9 +176,10 @@ export async function startHub(config: HubConfig): Promise<Hub> {
   let peerLink: PeerListener | undefined;
   let peerAddress: string | undefined;
   let channels = new ChannelRouter(sessions);
+  let routes: PeerRoutes | undefined;
   if (config.peer) {
     const identity = await peerIdentity(await storage.material.peerCa(), config.replicaId);
-    const routes = new PeerRoutes({
+    routes = new PeerRoutes({
       identity,
       peers: () => leases.live().filter((l) => l.id !== config.replicaId),
       log,
@@ -495,6 +508,7 @@ export async function startHub(config: HubConfig): Promise<Hub> {
         agents: () => sessions.clusters().flatMap((c) => sessions.of(c)),
         othersAlive: () => leases.live().some((l) => l.id !== config.replicaId && !l.draining),
         markDraining: () => leases.setDraining(),
+        ...(routes ? { heldElsewhere: () => clustersHeldElsewhere(sessions, routes!) } : {}),
         log,
       }, { timeoutMs, quietMs: drainQuietMs, staggerMs: drainStaggerMs }),
     close: async () => {
