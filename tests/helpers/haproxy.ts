@@ -24,7 +24,10 @@ export interface HaproxyOptions {
   backends: number[];
   /** Whether the hubs serve TLS (the health check then speaks TLS, without verifying). */
   tls: boolean;
-  /** Health check interval (default 500 ms; one failure marks a replica down, one success up). */
+  /**
+   * Health check interval (default 500 ms; two failures in a row mark a replica down, one success up; a
+   * check may take 2 s, so a replica busy on a loaded machine is not taken for a dead one).
+   */
   checkMs?: number;
   /** Address to listen on (default 127.0.0.1). */
   bind?: string;
@@ -49,6 +52,7 @@ defaults
   log global
   option tcplog
   timeout connect 2s
+  timeout check 2s
   timeout client 1h
   timeout server 1h
   timeout tunnel 1h
@@ -60,7 +64,7 @@ frontend hubs
 backend hubs
   balance leastconn
   option httpchk GET /readyz
-  default-server check inter ${check}ms fastinter ${check}ms downinter ${check}ms fall 1 rise 1 ${
+  default-server check inter ${check}ms fastinter ${check}ms downinter ${check}ms fall 2 rise 1 ${
       opts.tls ? "check-ssl verify none" : ""
     }
 ${opts.backends.map((p, i) => `  server hub${i} 127.0.0.1:${p}`).join("\n")}
