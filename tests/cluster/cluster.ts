@@ -24,6 +24,7 @@
 import { stringify as toYaml } from "yaml";
 import { type ClusterBinaries, findBinaries, findKwokStages } from "./bins.ts";
 import { writeClusterPki } from "./_pki.ts";
+import { type CommandOutput, commandOutput } from "./command_output.ts";
 import {
   allocateNamingLocked,
   checkHost,
@@ -80,12 +81,8 @@ export interface StartClustersOptions {
   log?: (line: string) => void;
 }
 
-/** Result of {@linkcode TestCluster.kubectl}. */
-export interface KubectlResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
+/** Result of {@linkcode TestCluster.kubectl}: exit code and what it printed. */
+export type KubectlResult = CommandOutput;
 
 /** Options of {@linkcode TestCluster.kubectl}. */
 export interface KubectlOptions {
@@ -548,24 +545,7 @@ class ClusterProcessGroup implements TestCluster {
       stdout: "piped",
       stderr: "piped",
     });
-    const timer = setTimeout(() => {
-      try {
-        child.kill("SIGKILL");
-      } catch { /* exited */ }
-    }, opts.timeoutMs ?? 60_000);
-    try {
-      if (opts.stdin !== undefined) {
-        const w = child.stdin.getWriter();
-        await w.write(typeof opts.stdin === "string" ? new TextEncoder().encode(opts.stdin) : opts.stdin)
-          .catch(() => {});
-        await w.close().catch(() => {});
-      }
-      const out = await child.output();
-      const dec = new TextDecoder();
-      return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
-    } finally {
-      clearTimeout(timer);
-    }
+    return await commandOutput(child, { stdin: opts.stdin, timeoutMs: opts.timeoutMs ?? 60_000 });
   }
 
   async #mustKubectl(args: string[], opts: KubectlOptions = {}): Promise<string> {

@@ -12,6 +12,7 @@ import assert from "node:assert/strict";
 import YAML from "yaml";
 import { findGoTool } from "../cluster/bins.ts";
 import { startCluster } from "../cluster/cluster.ts";
+import { runCommand } from "../cluster/command_output.ts";
 import { exposeHostCluster, type HostAccess } from "../helpers/host_cluster.ts";
 import {
   type HubProcess,
@@ -29,22 +30,7 @@ const hubChart = `${repoRoot}deploy/chart/tower-hub`;
 const agentChart = `${repoRoot}deploy/chart/tower-agent`;
 const ns = "tower-hub";
 
-async function run(cmd: string, args: string[], stdin?: string) {
-  const child = new Deno.Command(cmd, {
-    args,
-    stdin: stdin === undefined ? "null" : "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  if (stdin !== undefined) {
-    const w = child.stdin.getWriter();
-    await w.write(new TextEncoder().encode(stdin));
-    await w.close();
-  }
-  const out = await child.output();
-  const dec = new TextDecoder();
-  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
-}
+const run = (cmd: string, args: string[], stdin?: string) => runCommand(cmd, args, { stdin });
 
 const agentValues = [
   "--set",

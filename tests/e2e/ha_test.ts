@@ -22,6 +22,7 @@ import net from "node:net";
 import tls from "node:tls";
 import YAML from "yaml";
 import { startClusters, type TestCluster } from "../cluster/cluster.ts";
+import { runCommand } from "../cluster/command_output.ts";
 import { exposeHostCluster, type HostAccess } from "../helpers/host_cluster.ts";
 import {
   auditOf,
@@ -544,22 +545,8 @@ Deno.test({
           const f = forwarderFor("ha-b");
           assert.ok(f, "a replica without an ha-b session");
           const kc = await env.kubeconfig(env.ports[env.replicas.indexOf(f)]!);
-          const kubectl = async (args: string[], stdin?: string) => {
-            const child = new Deno.Command(b.binaries.kubectl, {
-              args: [`--kubeconfig=${kc}`, "--context=ha-b", ...args],
-              stdin: stdin === undefined ? "null" : "piped",
-              stdout: "piped",
-              stderr: "piped",
-            }).spawn();
-            if (stdin !== undefined) {
-              const w = child.stdin.getWriter();
-              await w.write(new TextEncoder().encode(stdin));
-              await w.close();
-            }
-            const out = await child.output();
-            const dec = new TextDecoder();
-            return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
-          };
+          const kubectl = (args: string[], stdin?: string) =>
+            runCommand(b.binaries.kubectl, [`--kubeconfig=${kc}`, "--context=ha-b", ...args], { stdin });
           const spawn = (args: string[]) =>
             running(
               new Deno.Command(b.binaries.kubectl, {

@@ -7,6 +7,7 @@
 
 import { join } from "node:path";
 import { startClusters, type StartClustersOptions, type TestCluster } from "../cluster/cluster.ts";
+import { runCommand } from "../cluster/command_output.ts";
 import {
   type AddedCluster,
   auditOf,
@@ -134,25 +135,12 @@ export async function startTowerEnv(opts: TowerEnvOptions): Promise<TowerEnv> {
     };
     for (const name of opts.clusters) agents.set(name, await launch(name));
     const kubectlPath = started[0]!.binaries.kubectl;
-    const runKubectl: TowerEnv["kubectl"] = async (kubeconfig, args, o = {}) => {
-      const child = new Deno.Command(kubectlPath, {
-        args: [`--kubeconfig=${kubeconfig}`, ...args],
+    const runKubectl: TowerEnv["kubectl"] = (kubeconfig, args, o = {}) =>
+      runCommand(kubectlPath, [`--kubeconfig=${kubeconfig}`, ...args], {
         env: o.env,
-        stdin: o.stdin === undefined ? "null" : "piped",
-        stdout: "piped",
-        stderr: "piped",
-      }).spawn();
-      const timer = setTimeout(() => child.kill("SIGKILL"), o.timeoutMs ?? 60_000);
-      if (o.stdin !== undefined) {
-        const w = child.stdin.getWriter();
-        await w.write(typeof o.stdin === "string" ? new TextEncoder().encode(o.stdin) : o.stdin);
-        await w.close();
-      }
-      const out = await child.output();
-      clearTimeout(timer);
-      const dec = new TextDecoder();
-      return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
-    };
+        stdin: o.stdin,
+        timeoutMs: o.timeoutMs ?? 60_000,
+      });
     const addUser = async (
       name: string,
       groups: string[],

@@ -9,6 +9,7 @@
 import { parse as parseYaml, stringify as toYaml } from "yaml";
 import { join } from "node:path";
 import type { TestCluster } from "../cluster/cluster.ts";
+import { runCommand } from "../cluster/command_output.ts";
 import { repoRoot, scratchDir } from "./tower_procs.ts";
 
 /** Where Tower's CRDs are (the hub chart's crds/ dir). */
@@ -72,22 +73,8 @@ export async function exposeHostCluster(cluster: TestCluster): Promise<HostAcces
   kc.clusters[0].cluster.server = `https://127.0.0.1:${outer.port}`;
   const kubeconfig = `${dir}/admin.kubeconfig`;
   await Deno.writeTextFile(kubeconfig, toYaml(kc), { mode: 0o600 });
-  const kubectl = async (args: string[], stdin?: string) => {
-    const child = new Deno.Command(cluster.binaries.kubectl, {
-      args: [`--kubeconfig=${kubeconfig}`, ...args],
-      stdin: stdin === undefined ? "null" : "piped",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    if (stdin !== undefined) {
-      const w = child.stdin.getWriter();
-      await w.write(new TextEncoder().encode(stdin));
-      await w.close();
-    }
-    const out = await child.output();
-    const dec = new TextDecoder();
-    return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
-  };
+  const kubectl = (args: string[], stdin?: string) =>
+    runCommand(cluster.binaries.kubectl, [`--kubeconfig=${kubeconfig}`, ...args], { stdin });
   const r = await kubectl(["apply", "-f", crdDir]);
   if (r.code !== 0) throw new Error(`CRDs not accepted: ${r.stderr}`);
   const crds = ["clusters", "users", "accessrules", "loadbalancerports"].map((p) => `crd/${p}.tower.dev`);
