@@ -7,11 +7,16 @@
  * returns a connected duplex and the *carrier* it runs on (the agent session of an SSH channel, for the
  * audit line; nothing for a TLS socket). Each client holds one connection at a time and carries one
  * request at a time, so the carrier of a request is the carrier of its client when the answer arrives.
+ *
+ * A connection whose duplex emits `windDownEvent` (a peer replica relaying it is draining) takes no
+ * more requests: closed at once when idle, after its request otherwise; the request's proxy hears it
+ * through {@link Lease.onWindDown} and ends a stream at its next message boundary.
  * @module
  */
 
 import type { Duplex } from "node:stream";
 import { Client, type Dispatcher } from "undici";
+import { windDownEvent } from "../tunnel/mod.ts";
 
 /** A connected duplex and what carries it. */
 export interface Dialed<C> {
@@ -40,6 +45,11 @@ export interface Lease<C> {
   readonly reused: boolean;
   /** The carrier of the client's current connection, once it has one. */
   carrier(): C | undefined;
+  /**
+   * Calls `handler` when the client's connection is asked to wind down (at once if it already was), until
+   * the lease is released.
+   */
+  onWindDown(handler: () => void): void;
   /** Gives the client back: kept for the next request when `reusable`, else closed. */
   release(reusable: boolean): void;
 }
@@ -48,6 +58,10 @@ export interface Lease<C> {
 interface Slot<C> {
   client: Client;
   carrier: C | undefined;
+  /** Whether the current connection was asked to wind down. */
+  windingDown: boolean;
+  /** The current lease's wind-down handler. */
+  onWindDown: (() => void) | undefined;
 }
 
 /** Clients over connections from one {@link Dial}, one request each at a time, reused while alive. */
@@ -70,7 +84,7 @@ export class DuplexClients<C> {
     let slot: Slot<C> | undefined;
     while ((slot = this.#idle.pop())) {
       const usable = this.#opts.usable;
-      if (slot.carrier !== undefined && usable && !usable(slot.carrier)) {
+      if (slot.windingDown || (slot.carrier !== undefined && usable && !usable(slot.carrier))) {
         void slot.client.destroy().catch(() => {});
         continue;
       }
@@ -91,10 +105,18 @@ export class DuplexClients<C> {
       client: slot.client,
       reused,
       carrier: () => slot.carrier,
+      onWindDown: (handler) => {
+        if (released) return;
+        slot.onWindDown = handler;
+        if (slot.windingDown) handler();
+      },
       release: (reusable) => {
         if (released) return;
         released = true;
-        if (reusable && !this.#closed && this.#idle.length < (this.#opts.maxIdle ?? 32)) {
+        slot.onWindDown = undefined;
+        if (
+          reusable && !slot.windingDown && !this.#closed && this.#idle.length < (this.#opts.maxIdle ?? 32)
+        ) {
           this.#idle.push(slot);
         } else void slot.client.destroy().catch(() => {});
       },
@@ -103,11 +125,27 @@ export class DuplexClients<C> {
 
   #newSlot(): Slot<C> {
     const idleMs = this.#opts.idleMs ?? 60_000;
-    const slot: Slot<C> = { client: undefined as unknown as Client, carrier: undefined };
+    const slot: Slot<C> = {
+      client: undefined as unknown as Client,
+      carrier: undefined,
+      windingDown: false,
+      onWindDown: undefined,
+    };
     slot.client = new Client("http://upstream.invalid", {
       connect: (_options, callback) => {
         this.#opts.dial().then(({ duplex, carrier }) => {
           slot.carrier = carrier;
+          // A reserved channel may have been asked before it became this connection.
+          slot.windingDown = (duplex as Duplex & { windingDown?: boolean }).windingDown === true;
+          duplex.once(windDownEvent, () => {
+            slot.windingDown = true;
+            const idle = this.#idle.indexOf(slot);
+            if (idle >= 0) {
+              this.#idle.splice(idle, 1);
+              void slot.client.destroy().catch(() => {});
+            }
+            slot.onWindDown?.();
+          });
           readToEndOnDestroy(duplex);
           // undici takes any duplex; its types ask for a socket.
           callback(null, duplex as unknown as import("node:net").Socket);

@@ -6,6 +6,10 @@
  * `httputil.ReverseProxy` and k8s' `UpgradeAwareHandler`.
  *
  * Plain requests stream both ways as bytes arrive (watches, `logs -f`) with backpressure and no timeout.
+ * A stream of delimited messages (a watch) can be wound down: ended cleanly right after a message, when
+ * the hub drains (`windDownEvent` on the response) or when the peer replica relaying its upstream does
+ * ({@link Lease.onWindDown}). Losing the upstream in any other way cuts it, so that a client never takes
+ * a dead agent for a normal end.
  * Upgrades (WebSocket, SPDY/3.1) relay the upstream's 101 exactly, then splice raw bytes both ways with
  * half-close.
  * @module
@@ -15,7 +19,7 @@ import type http from "node:http";
 import { type Duplex, PassThrough } from "node:stream";
 import { Buffer } from "node:buffer";
 import type { Dispatcher } from "undici";
-import { splice } from "../tunnel/mod.ts";
+import { splice, windDownEvent } from "../tunnel/mod.ts";
 import type { DuplexClients, Lease } from "./duplex_clients.ts";
 import { endToEndHeaders, headerRecord, rawResponseHead } from "./hop_headers.ts";
 
@@ -25,6 +29,12 @@ export interface ProxyTarget<C> {
   path: string;
   /** End-to-end headers, already rewritten for the target. */
   headers: http.OutgoingHttpHeaders;
+  /**
+   * For a stream of delimited messages (a watch: one JSON event a line), the byte that ends each one. A
+   * 2xx streamed answer is then wound down at the first such byte after it is asked to, never in the
+   * middle of a message.
+   */
+  messageEnd?: number;
 }
 
 /** What happened to one proxied request or stream, for the audit line. */
@@ -200,6 +210,25 @@ export class ReverseProxy {
       let clientGone = false;
       let abort: ((e: Error) => void) | undefined;
       let relay: BodyRelay | undefined;
+      // Wind-down: `delimited` once a 2xx streamed answer of messages started; `lastByte` is the last
+      // byte relayed; `woundDown` once it was ended at a boundary (and its upstream aborted).
+      let delimited = false;
+      let lastByte: number | undefined;
+      let windingDown = false;
+      let woundDown = false;
+      const endAtBoundary = () => {
+        if (settled) return;
+        woundDown = true;
+        relay!.end();
+        abort?.(new Error("wound down after a message"));
+        settle(false);
+      };
+      const windDown = () => {
+        if (windingDown || settled) return;
+        windingDown = true;
+        // Anything but a stream of messages finishes by itself (or is cut when its upstream goes).
+        if (delimited && (lastByte === undefined || lastByte === target.messageEnd)) endAtBoundary();
+      };
       const onClose = () => {
         if (res.writableFinished) return;
         clientGone = true;
@@ -210,6 +239,7 @@ export class ReverseProxy {
         if (settled) return;
         settled = true;
         res.off("close", onClose);
+        res.off(windDownEvent, windDown);
         // An upstream may answer before reading the whole body (401, 413): the rest is read and
         // dropped, so the client's keep-alive connection can carry its next request.
         if (body && !req.complete) {
@@ -221,6 +251,8 @@ export class ReverseProxy {
         lease.release(reusable);
         resolve(retry);
       };
+      res.on(windDownEvent, windDown);
+      lease.onWindDown(windDown);
       const body = withBody ? countedBody(req, outcome) : null;
       const handler: Dispatcher.DispatchHandler = {
         onConnect: (a) => {
@@ -233,18 +265,36 @@ export class ReverseProxy {
           outcome.status = status;
           const raw = strings(rawHeaders);
           relayHead(res, method, status, statusText, raw);
-          relay = new BodyRelay(res, Number(endToEndHeaders(raw)["content-length"]), resume);
+          const length = Number(endToEndHeaders(raw)["content-length"]);
+          relay = new BodyRelay(res, length, resume);
+          delimited = target.messageEnd !== undefined && status < 300 && Number.isNaN(length);
+          // Asked before the answer came: it ends before its first message.
+          if (windingDown && delimited) queueMicrotask(endAtBoundary);
           return true;
         },
         onData: (chunk) => {
+          if (woundDown) return false;
+          if (windingDown && delimited) {
+            const at = chunk.indexOf(target.messageEnd!);
+            if (at >= 0) {
+              // The rest of the message in progress goes out, nothing after it.
+              outcome.bytesOut += at + 1;
+              relay!.data(chunk.subarray(0, at + 1));
+              endAtBoundary();
+              return false;
+            }
+          }
           outcome.bytesOut += chunk.length;
+          if (chunk.length) lastByte = chunk[chunk.length - 1];
           return relay!.data(chunk);
         },
         onComplete: (trailers) => {
+          if (woundDown) return;
           relay?.end(strings(trailers));
           settle(true);
         },
         onError: (e) => {
+          if (woundDown) return;
           const connected = lease.carrier() !== undefined;
           if (!answered && mayRetry && connected && !withBody && !clientGone) return settle(false, true);
           outcome.error = e.message;

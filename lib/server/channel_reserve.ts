@@ -5,6 +5,7 @@
  * @module
  */
 
+import { windDownEvent } from "../tunnel/mod.ts";
 import type { RoutedChannel } from "./peer_channels.ts";
 
 /** Opens a channel: on a local agent session, or relayed by the peer replica that holds one. */
@@ -50,11 +51,15 @@ export class ChannelReserve {
       this.#opening++;
       this.#open().then((c) => {
         this.#ready.push(c);
-        // A channel that dies while waiting (its agent went away) leaves the reserve.
-        c.channel.once("close", () => {
+        // A channel that dies while waiting (its agent went away) leaves the reserve; one whose relaying
+        // peer is draining (it asks to wind down) is closed.
+        const leave = () => {
           const i = this.#ready.indexOf(c);
           if (i >= 0) this.#ready.splice(i, 1);
-        });
+          return i >= 0;
+        };
+        c.channel.once("close", leave);
+        c.channel.once(windDownEvent, () => void (leave() && c.channel.destroy()));
       }, () => {
         // No agent right now: the next take() opens (and reports the error) itself.
       }).finally(() => this.#opening--);

@@ -45,6 +45,8 @@ export interface DrainReport {
   agentsAsked: number;
   ordinaryLeft: number;
   longRunningEnded: number;
+  /** Channels relayed for peers, asked to wind down at the end. */
+  relayedWoundDown: number;
   timedOut: boolean;
   ms: number;
 }
@@ -55,7 +57,10 @@ const staggerStepMs = 20;
 /** How often a drain asks whether its agents' clusters are held elsewhere (a bounded loop). */
 const heldPollMs = 250;
 
-/** Longest wait for ended streams to finish closing. */
+/**
+ * Longest wait for ended streams to finish closing, and for peers to end the streams relayed for them at
+ * a message boundary (an event or frame in progress needs to arrive whole first).
+ */
 const endGraceMs = 2000;
 
 /** Drains; settles when the hub may be closed. */
@@ -125,11 +130,18 @@ export async function drain(deps: DrainDeps, opts: DrainOptions): Promise<DrainR
   for (const t of timers) clearTimeout(t);
   const ordinaryLeft = inFlight.ordinary;
   const longRunningEnded = inFlight.endLongRunning();
-  await until(inFlight, performance.now() + endGraceMs, () => inFlight.longRunning === 0, () => endGraceMs);
+  const relayedLeft = inFlight.relaying;
+  await until(
+    inFlight,
+    performance.now() + endGraceMs,
+    () => inFlight.longRunning === 0 && inFlight.relaying === 0,
+    () => endGraceMs,
+  );
   const report = {
     agentsAsked: agents.length,
     ordinaryLeft,
     longRunningEnded,
+    relayedWoundDown: relayedLeft,
     timedOut,
     ms: Math.round(performance.now() - started),
   };

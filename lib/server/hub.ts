@@ -196,7 +196,7 @@ export async function startHub(config: HubConfig): Promise<Hub> {
       log,
     });
     peerLink.route(answerRouteLookups(sessions, config.replicaId, () => inFlight.draining, log));
-    peerLink.upgrade(relayPeerChannels(sessions, log));
+    peerLink.upgrade(relayPeerChannels(sessions, log, (c) => inFlight.relayed(c)));
     const host = ["0.0.0.0", "::", ""].includes(config.peer.host) ? hostname() : config.peer.host;
     peerAddress = config.peer.advertise ?? `${host.includes(":") ? `[${host}]` : host}:${peerLink.port}`;
     log.info("peer link listening", {

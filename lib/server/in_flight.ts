@@ -6,6 +6,7 @@
 
 import type http from "node:http";
 import type { Duplex } from "node:stream";
+import { type EofFramed, windDownEvent } from "../tunnel/mod.ts";
 
 /** One tracked request or upgraded stream. */
 interface Tracked {
@@ -14,9 +15,20 @@ interface Tracked {
   end(): void;
 }
 
+/**
+ * Asks the relay of a stream to end it at its next message boundary (a watch event, a WebSocket frame),
+ * when one listens for {@link windDownEvent}; false when none does.
+ */
+function windDown(stream: http.ServerResponse | Duplex): boolean {
+  if (stream.listenerCount(windDownEvent) === 0) return false;
+  stream.emit(windDownEvent);
+  return true;
+}
+
 /** Requests and upgraded streams in flight, counted ordinary vs long-running. */
 export class InFlight {
   readonly #open = new Set<Tracked>();
+  readonly #relayed = new Set<EofFramed>();
   #draining = false;
   #lastStart = 0;
   #changeHandlers = new Set<() => void>();
@@ -32,7 +44,9 @@ export class InFlight {
     const t: Tracked = {
       longRunning,
       end: () => {
-        // A streamed body ends with its last chunk: a watch or `logs -f` client sees a normal end.
+        // A streamed body ends with its last chunk: a watch or `logs -f` client sees a normal end, after
+        // the event in progress when the proxy relays one.
+        if (windDown(res)) return;
         if (res.headersSent && !res.writableEnded) res.end();
         else if (!res.headersSent) res.destroy();
       },
@@ -44,10 +58,30 @@ export class InFlight {
   /** Tracks an upgraded stream (exec, attach, port-forward, a forwarded TCP stream) until it closes. */
   upgrade(socket: Duplex): void {
     this.#lastStart = performance.now();
-    // Ending our side lets what was written go out, then the connection closes (TCP FIN, not a reset).
-    const t: Tracked = { longRunning: true, end: () => socket.end() };
+    // The proxy closes it the way its protocol does (a WebSocket Close frame, a SPDY GOAWAY) at a frame
+    // boundary. Otherwise ending our side lets what was written go out, then the connection closes (TCP
+    // FIN, not a reset).
+    const t: Tracked = { longRunning: true, end: () => void (windDown(socket) || socket.end()) };
     this.#add(t);
     socket.once("close", () => this.#remove(t));
+  }
+
+  /**
+   * Tracks a channel this replica relays for a peer replica (its user request landed there) until it
+   * closes. It is neither ordinary nor long-running here: the peer counts its request. At the end of a
+   * drain the peer is told to wind it down ({@link EofFramed.windDown}), so it ends its user's stream at
+   * a message boundary instead of losing it when this replica exits.
+   */
+  relayed(channel: EofFramed): void {
+    this.#relayed.add(channel);
+    channel.once("close", () => {
+      if (this.#relayed.delete(channel)) { for (const h of this.#changeHandlers) h(); }
+    });
+  }
+
+  /** Channels relayed for peers, open now. */
+  get relaying(): number {
+    return this.#relayed.size;
   }
 
   /** From now on responses ask clients to close their connections. */
@@ -83,10 +117,14 @@ export class InFlight {
     return () => this.#changeHandlers.delete(handler);
   }
 
-  /** Ends every long-running request and stream cleanly; returns how many. */
+  /**
+   * Ends every long-running request and stream cleanly and asks the peers to wind down the channels
+   * relayed for them; returns how many of this replica's own it ended.
+   */
   endLongRunning(): number {
     const list = [...this.#open].filter((t) => t.longRunning);
     for (const t of list) t.end();
+    for (const c of this.#relayed) c.windDown();
     return list.length;
   }
 

@@ -12,6 +12,7 @@ import type { Duplex } from "node:stream";
 import type { Logger } from "../log/log.ts";
 import type { AuthMode, RegistryData } from "../registry/mod.ts";
 import { isDiscoveryPath, refuseWithStatus, sendStatus } from "../kube/status.ts";
+import { longRunningKind } from "../kube/long_running.ts";
 import { isUpgrade, type ProxyOutcome, type Responder, ReverseProxy } from "../proxy/mod.ts";
 import { eofFramed, eofFramedUpgrade, splice } from "../tunnel/mod.ts";
 import { NoAgentError, UnsuitableAgentError } from "./cluster_sessions.ts";
@@ -34,6 +35,19 @@ export interface KubeProxyDeps {
   log: Logger;
   /** Requests in flight, closed when a registry change revokes them. */
   streams: OpenStreams;
+}
+
+/** Ends each message of a watch (one JSON event a line) and each line of `logs -f`. */
+const newline = 0x0a;
+
+/**
+ * Whether a request's answer is a stream of newline-ended messages that a drain may end between two of
+ * them (the client then resumes it): a watch, or a followed log. A finite log is not: ended early it would
+ * look complete.
+ */
+function newlineDelimited(method: string, path: string): boolean {
+  const kind = longRunningKind(method, path);
+  return kind === "watch" || (kind === "log" && /[?&]follow=(true|1)(&|$)/.test(path));
 }
 
 /** Prefix of the errors of the hop to the agent (the tunnel, the channel, the agent's answer framing). */
@@ -125,6 +139,7 @@ export function kubeProxy(deps: KubeProxyDeps): {
         upstream: upstreams.api(r.cluster, mode),
         path: r.path,
         headers: identityHeaders(req.rawHeaders, mode, who, remote),
+        ...(newlineDelimited(req.method ?? "GET", r.path) ? { messageEnd: newline } : {}),
       };
 
   /** Tracks a request until it ends; `end` cuts it off when a registry change revokes it. */

@@ -16,7 +16,7 @@ import { Buffer } from "node:buffer";
 import type { Duplex } from "node:stream";
 import type { Logger } from "../log/log.ts";
 import { isClusterName, isEndpointName } from "../config/mod.ts";
-import { type AgentConnection, eofFramed, splice } from "../tunnel/mod.ts";
+import { type AgentConnection, type EofFramed, eofFramed, splice } from "../tunnel/mod.ts";
 import { type ClusterSessions, NoAgentError } from "./cluster_sessions.ts";
 import { peerClientTls, type PeerIdentity, type PeerUpgradeHandler } from "./peer_link.ts";
 import { acceptsMode, type PeerRoutes } from "./peer_routes.ts";
@@ -41,8 +41,15 @@ export interface RoutedChannel {
   via?: string;
 }
 
-/** The peer-link upgrade route that opens a channel on one of this replica's agents and relays it. */
-export function relayPeerChannels(sessions: ClusterSessions, log: Logger): PeerUpgradeHandler {
+/**
+ * The peer-link upgrade route that opens a channel on one of this replica's agents and relays it;
+ * `relaying` gets each relayed channel (a drain winds them down at its end).
+ */
+export function relayPeerChannels(
+  sessions: ClusterSessions,
+  log: Logger,
+  relaying?: (channel: EofFramed) => void,
+): PeerUpgradeHandler {
   return (req, socket, head, peer) => {
     const url = new URL(req.url ?? "/", "https://peer.invalid");
     if (url.pathname !== peerChannelPath) return false;
@@ -70,7 +77,11 @@ export function relayPeerChannels(sessions: ClusterSessions, log: Logger): PeerU
           `HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: ${peerChannelUpgrade}\r\n\r\n`,
         );
         if (head.length) socket.unshift(head);
-        splice(eofFramed(socket), channel, (stats) =>
+        const framed = eofFramed(socket);
+        relaying?.(framed);
+        // The agent's channel ending (EOF) or failing (its agent died) ends or destroys `framed`, never
+        // winds it down: only a drain does (relaying).
+        splice(framed, channel, (stats) =>
           log.info("peer channel relayed", {
             peer,
             cluster,

@@ -8,7 +8,12 @@
  *     +----------------------+---------------------------+
  *
  * Data chunks are never empty, so a zero length is unambiguous. A frame is at most
- * {@link maxEofFrameLength} bytes; a longer announced length is a protocol error that closes the stream.
+ * {@link maxEofFrameLength} bytes; a longer announced length is a protocol error that closes the stream,
+ * except 0xFFFFFFFF, a header alone: the wind-down notice ({@link EofFramed.windDown}). It says "I am
+ * going away soon: finish at your next message boundary and close"; data keeps flowing both ways after
+ * it, until the receiver closes or the sender's grace runs out. It is not an end: an EOF frame (the
+ * agent's channel ended) or a lost connection (it died) never carries it, so a receiver can tell a relay
+ * winding down from an upstream that went away.
  * Payload is passed on as it arrives, never gathered into whole frames, so the only bytes held here are
  * at most one partial 4-byte header: what the peer sends waits in the socket (and in its TCP window) until
  * the consumer — an SSH channel under its window — takes it.
@@ -28,6 +33,25 @@ export const eofFramedUpgrade = "tower-tcp-framed.v1";
  */
 export const maxEofFrameLength = 64 * 1024;
 
+/** Header value of the wind-down notice (above any data length). */
+const windDownLength = 0xffffffff;
+
+/**
+ * Event a duplex emits when the other end asks it to wind down: end at the next message boundary, then
+ * close. The framed stream emits it on the peer's notice; the hub emits it on a response or upgraded
+ * socket at the end of a drain. Whoever relays a stream of messages listens; nobody listening means
+ * the stream has no boundaries to wait for.
+ */
+export const windDownEvent = "windDown";
+
+/** A framed stream: a Duplex of payload bytes with the in-band wind-down notice. */
+export interface EofFramed extends Duplex {
+  /** Sends the wind-down notice (once; nothing after this side's EOF frame). */
+  windDown(): void;
+  /** Whether the peer sent the wind-down notice. */
+  readonly windingDown: boolean;
+}
+
 /** Error for a frame header that announces more than {@link maxEofFrameLength}. */
 export class FrameTooLongError extends Error {
   constructor(readonly announced: number) {
@@ -38,14 +62,17 @@ export class FrameTooLongError extends Error {
 /**
  * Wraps `socket` (raw bytes on the wire) as a Duplex of payload bytes whose `end()` sends an EOF frame
  * and whose readable side ends on the peer's EOF frame. The socket is destroyed once both sides ended.
+ * It emits {@link windDownEvent} once when the peer sends the wind-down notice.
  */
-export function eofFramed(socket: Duplex): Duplex {
+export function eofFramed(socket: Duplex): EofFramed {
   const header = Buffer.alloc(4);
   let headerFill = 0;
   /** Payload bytes still due in the current frame. */
   let remaining = 0;
   let readEnded = false;
   let writeEnded = false;
+  let noticeSent = false;
+  let windingDown = false;
   const maybeDone = () => {
     if (readEnded && writeEnded) socket.end();
   };
@@ -68,8 +95,8 @@ export function eofFramed(socket: Duplex): Duplex {
       socket.write(out[out.length - 1]!, cb);
     },
     final(cb) {
-      socket.write(Buffer.alloc(4), cb);
       writeEnded = true;
+      socket.write(Buffer.alloc(4), cb);
       maybeDone();
     },
     destroy(err, cb) {
@@ -77,6 +104,18 @@ export function eofFramed(socket: Duplex): Duplex {
       cb(err);
     },
   });
+  const result = Object.defineProperty(
+    Object.assign(framed, {
+      windDown: () => {
+        if (noticeSent || writeEnded || socket.destroyed) return;
+        noticeSent = true;
+        // Frames go to the socket whole and in one turn, so this lands between two of them.
+        socket.write(Buffer.from([0xff, 0xff, 0xff, 0xff]));
+      },
+    }),
+    "windingDown",
+    { get: () => windingDown },
+  ) as EofFramed;
   socket.on("data", (chunk: Uint8Array) => {
     let at = 0;
     while (at < chunk.length && !readEnded) {
@@ -99,6 +138,11 @@ export function eofFramed(socket: Duplex): Duplex {
         readEnded = true;
         framed.push(null);
         maybeDone();
+      } else if (len === windDownLength) {
+        if (!windingDown) {
+          windingDown = true;
+          framed.emit(windDownEvent);
+        }
       } else if (len > maxEofFrameLength) {
         framed.destroy(new FrameTooLongError(len));
         return;
@@ -112,5 +156,5 @@ export function eofFramed(socket: Duplex): Duplex {
     else framed.destroy();
   });
   socket.on("error", (e: Error) => framed.destroy(e));
-  return framed;
+  return result;
 }

@@ -42,4 +42,11 @@ export {
 } from "./websocket_stream.ts";
 export { DatagramDecoder, encodeDatagram, maxDatagramBytes } from "./datagram_framing.ts";
 export { installSsh2Fixes, patchedSsh2Version } from "./ssh2_fixes.ts";
-export { eofFramed, eofFramedUpgrade, FrameTooLongError, maxEofFrameLength } from "./eof_framing.ts";
+export {
+  type EofFramed,
+  eofFramed,
+  eofFramedUpgrade,
+  FrameTooLongError,
+  maxEofFrameLength,
+  windDownEvent,
+} from "./eof_framing.ts";

@@ -3,7 +3,12 @@
 import assert from "node:assert/strict";
 import { Duplex } from "node:stream";
 import { Buffer } from "node:buffer";
-import { eofFramed, FrameTooLongError, maxEofFrameLength } from "../../../lib/tunnel/eof_framing.ts";
+import {
+  eofFramed,
+  FrameTooLongError,
+  maxEofFrameLength,
+  windDownEvent,
+} from "../../../lib/tunnel/eof_framing.ts";
 import { patternChunk } from "../../helpers/net_servers.ts";
 
 /** A fake socket: what is written to it is kept; `feed` delivers bytes as if they came from the peer. */
@@ -73,4 +78,68 @@ Deno.test("eof framing: payload flows before its frame is complete; a frame over
   assert.equal(e.announced, maxEofFrameLength + 1);
   assert.equal(data.length, 0);
   assert.ok(bad.socket.destroyed);
+});
+
+Deno.test("eof framing: the wind-down notice lands between frames, is told apart from EOF and loss, data flows on", async () => {
+  // Writer: the notice is a header alone (0xFFFFFFFF), after the frames already written, once, and never
+  // after this side's EOF.
+  const out = wire();
+  const framed = eofFramed(out.socket);
+  await new Promise<void>((r) => framed.write(patternChunk(3, 10), () => r()));
+  framed.windDown();
+  framed.windDown();
+  await new Promise<void>((r) => framed.write(patternChunk(4, 5), () => r()));
+  await new Promise<void>((r) => framed.end(() => r()));
+  framed.windDown();
+  const stream = Buffer.concat(out.written);
+  const headers: number[] = [];
+  for (let at = 0; at < stream.length;) {
+    const len = stream.readUInt32BE(at);
+    headers.push(len);
+    at += 4 + (len === 0xffffffff ? 0 : len);
+  }
+  assert.deepEqual(headers, [10, 0xffffffff, 5, 0]);
+
+  // Reader, across every split of the header: the event once, the data around it intact, then the end.
+  for (const step of [1, 2, 3, 5, stream.length]) {
+    const back = wire();
+    const reader = eofFramed(back.socket);
+    let notices = 0;
+    const got: Uint8Array[] = [];
+    let noticedAfter = -1;
+    reader.on(windDownEvent, () => {
+      notices++;
+      noticedAfter = Buffer.concat(got).length;
+    });
+    reader.on("data", (c: Uint8Array) => got.push(c));
+    const ended = new Promise<void>((r) => reader.once("end", () => r()));
+    for (let at = 0; at < stream.length; at += step) back.feed(stream.subarray(at, at + step));
+    await ended;
+    assert.equal(notices, 1, `split every ${step}`);
+    assert.equal(reader.windingDown, true);
+    assert.ok(noticedAfter <= 10, `notice after ${noticedAfter} bytes`);
+    assert.equal(
+      Buffer.compare(Buffer.concat(got), Buffer.concat([patternChunk(3, 10), patternChunk(4, 5)])),
+      0,
+    );
+  }
+
+  // An EOF frame alone and a lost connection never look like a wind-down.
+  for (const lose of ["eof", "loss"] as const) {
+    const w = wire();
+    const reader = eofFramed(w.socket);
+    let notices = 0;
+    reader.on(windDownEvent, () => notices++);
+    reader.on("error", () => {});
+    reader.resume();
+    const gone = new Promise<void>((r) => reader.once("close", () => r()));
+    if (lose === "eof") {
+      w.feed(frameHeader(0));
+      reader.end();
+    } else w.socket.destroy();
+    await gone;
+    assert.equal(notices, 0, lose);
+    assert.equal(reader.windingDown, false);
+  }
+  framed.destroy();
 });

@@ -1,0 +1,171 @@
+/**
+ * Winding down a proxied watch (lib/proxy/reverse_proxy.ts with an EOF-framed upstream, as a replica
+ * relaying through a draining peer has): the stream ends cleanly right after a complete event only when
+ * asked to wind down — by the relay's notice or by the hub's own drain — and is cut when its upstream
+ * ends or dies in any other way (a dead agent must not look like a normal end).
+ */
+
+import assert from "node:assert/strict";
+import net from "node:net";
+import http from "node:http";
+import { DuplexClients, ReverseProxy } from "../../../lib/proxy/mod.ts";
+import { type EofFramed, eofFramed, windDownEvent } from "../../../lib/tunnel/mod.ts";
+import { statusResponder } from "../../../lib/kube/status.ts";
+
+/** What the upstream side of one scenario does once the request arrived, and what the proxy's side does. */
+interface Script {
+  /** Runs against the upstream's framed connection; `seen(text)` resolves once the client got `text`. */
+  upstream(framed: EofFramed, seen: (text: string) => Promise<void>, local: () => void): Promise<void>;
+}
+
+/** How the client saw the stream: its body and whether it ended cleanly (the chunked stream's end). */
+interface Seen {
+  body: string;
+  clean: boolean;
+}
+
+/** Runs one scenario: client → node:http → ReverseProxy (messageEnd newline) → framed TCP → upstream. */
+async function scenario(script: Script): Promise<Seen> {
+  let upstreamDone: Promise<void> = Promise.resolve();
+  let body = "";
+  const waiters = new Set<() => void>();
+  const seen = (text: string) =>
+    new Promise<void>((resolve) => {
+      const check = () => {
+        if (!body.includes(text)) return;
+        waiters.delete(check);
+        resolve();
+      };
+      waiters.add(check);
+      check();
+    });
+  let localWindDown = () => {};
+  const backend = net.createServer((s) => {
+    s.on("error", () => {});
+    const framed = eofFramed(s);
+    framed.on("error", () => {});
+    framed.once("data", () => {
+      framed.write("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n");
+      upstreamDone = script.upstream(framed, seen, () => localWindDown());
+    });
+  });
+  await new Promise<void>((r) => backend.listen(0, "127.0.0.1", r));
+  const upstream = new DuplexClients<null>({
+    dial: () =>
+      new Promise((resolve, reject) => {
+        const s = net.connect((backend.address() as net.AddressInfo).port, "127.0.0.1");
+        s.once("connect", () => resolve({ duplex: eofFramed(s), carrier: null }));
+        s.once("error", reject);
+      }),
+  });
+  const proxy = new ReverseProxy(statusResponder("backend: "));
+  const server = http.createServer((req, res) => {
+    localWindDown = () => res.emit(windDownEvent);
+    void proxy.request(req, res, { upstream, path: "/watch", headers: {}, messageEnd: 0x0a });
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  try {
+    const clean = await new Promise<boolean>((resolve) => {
+      const req = http.get(`http://127.0.0.1:${(server.address() as net.AddressInfo).port}/watch`, (res) => {
+        res.on("data", (c: Uint8Array) => {
+          body += new TextDecoder().decode(c);
+          for (const w of [...waiters]) w();
+        });
+        res.on("end", () => resolve(res.complete));
+        res.on("error", () => resolve(false));
+      });
+      req.on("error", () => resolve(false));
+    });
+    await upstreamDone;
+    return { body, clean };
+  } finally {
+    upstream.close();
+    await new Promise((r) => server.close(r));
+    await new Promise((r) => backend.close(r));
+  }
+}
+
+/** One chunk of a chunked body. */
+const chunk = (text: string) => `${text.length.toString(16)}\r\n${text}\r\n`;
+
+/** Waits until the framed connection closed (the proxy gave it up). */
+const closed = (framed: EofFramed) =>
+  new Promise<void>((r) => framed.closed ? r() : framed.once("close", () => r()));
+
+Deno.test("wind-down: the relay's notice between two events ends the watch cleanly at once", async () => {
+  const got = await scenario({
+    upstream: async (framed, seen) => {
+      framed.write(chunk('{"n":1}\n'));
+      await seen('{"n":1}\n');
+      framed.windDown();
+      await closed(framed);
+    },
+  });
+  assert.deepEqual(got, { body: '{"n":1}\n', clean: true });
+});
+
+Deno.test("wind-down: a notice in the middle of an event lets that event finish, and nothing after it", async () => {
+  const got = await scenario({
+    upstream: async (framed, seen) => {
+      framed.write(chunk('{"n":1}\n{"n":'));
+      await seen('{"n":');
+      framed.windDown();
+      // The rest of event 2 and all of event 3 in one chunk: only event 2's tail goes out.
+      framed.write(chunk('2}\n{"n":3}\n'));
+      await closed(framed);
+    },
+  });
+  assert.deepEqual(got, { body: '{"n":1}\n{"n":2}\n', clean: true });
+});
+
+Deno.test("wind-down: a notice before the first event ends the watch before it", async () => {
+  const got = await scenario({
+    upstream: async (framed) => {
+      framed.windDown();
+      await closed(framed);
+    },
+  });
+  assert.deepEqual(got, { body: "", clean: true });
+});
+
+Deno.test("wind-down: the hub's own drain (the event on the response) also waits for the event's end", async () => {
+  const got = await scenario({
+    upstream: async (framed, seen, local) => {
+      framed.write(chunk('{"n":1}\n{"n":'));
+      await seen('{"n":');
+      local();
+      framed.write(chunk("2}"));
+      framed.write(chunk('\n{"n":3}\n'));
+      await closed(framed);
+    },
+  });
+  assert.deepEqual(got, { body: '{"n":1}\n{"n":2}\n', clean: true });
+});
+
+Deno.test("wind-down: a relay that goes before the event in progress is whole cuts the watch", async () => {
+  const got = await scenario({
+    upstream: async (framed, seen) => {
+      framed.write(chunk('{"n":1}\n{"n":'));
+      await seen('{"n":');
+      framed.windDown();
+      framed.destroy();
+    },
+  });
+  assert.deepEqual(got, { body: '{"n":1}\n{"n":', clean: false });
+});
+
+Deno.test("wind-down: without the notice, an upstream that ends (EOF) or dies right after an event cuts the watch", async () => {
+  for (const lose of ["eof", "destroy"] as const) {
+    const got = await scenario({
+      upstream: async (framed, seen) => {
+        framed.write(chunk('{"n":1}\n'));
+        await seen('{"n":1}\n');
+        // The agent's channel ending is an EOF frame; an agent that died loses the connection.
+        if (lose === "eof") framed.end();
+        else framed.destroy();
+        await closed(framed);
+      },
+    });
+    assert.deepEqual(got, { body: '{"n":1}\n', clean: false }, lose);
+  }
+});
