@@ -11,7 +11,8 @@
  * ({@link Lease.onWindDown}). Losing the upstream in any other way cuts it, so that a client never takes
  * a dead agent for a normal end.
  * Upgrades (WebSocket, SPDY/3.1) relay the upstream's 101 exactly, then splice raw bytes both ways with
- * half-close.
+ * half-close. Wound down (the same two ways), an upgraded stream is closed as its protocol says at a
+ * frame boundary (upgrade_close.ts); one of an unknown protocol just ends.
  * @module
  */
 
@@ -22,6 +23,7 @@ import type { Dispatcher } from "undici";
 import { splice, windDownEvent } from "../tunnel/mod.ts";
 import type { DuplexClients, Lease } from "./duplex_clients.ts";
 import { endToEndHeaders, headerRecord, rawResponseHead } from "./hop_headers.ts";
+import { ClosingSocket, framedProtocol } from "./upgrade_close.ts";
 
 /** Where one request goes and what it looks like there. */
 export interface ProxyTarget<C> {
@@ -35,6 +37,11 @@ export interface ProxyTarget<C> {
    * middle of a message.
    */
   messageEnd?: number;
+  /**
+   * Whether a wound-down upgraded stream is closed as its protocol says (a WebSocket Close, a SPDY GOAWAY)
+   * at a frame boundary. Following the frames costs a little, so only where a stream can be wound down.
+   */
+  framedClose?: boolean;
 }
 
 /** What happened to one proxied request or stream, for the audit line. */
@@ -159,6 +166,12 @@ function relayHead(
 /** Header bytes from undici as text. */
 function strings(raw: readonly (Buffer | string)[] | null | undefined): string[] {
   return (raw ?? []).map((b) => (typeof b === "string" ? b : b.toString("latin1")));
+}
+
+/** The first value of header `name` (lower case) in raw header pairs. */
+function headerValue(raw: readonly string[], name: string): string | undefined {
+  for (let i = 0; i + 1 < raw.length; i += 2) if (raw[i]!.toLowerCase() === name) return raw[i + 1];
+  return undefined;
 }
 
 /** Whether a request carries a body (and so cannot be sent twice). */
@@ -357,15 +370,24 @@ export class ReverseProxy {
           if (carrier !== undefined) outcome.carrier = carrier;
           lease.release(false);
           (upstream as Partial<import("node:net").Socket>).setNoDelay?.(true);
-          socket.write(rawResponseHead(status, "Switching Protocols", strings(rawHeaders)));
+          const raw = strings(rawHeaders);
+          socket.write(rawResponseHead(status, "Switching Protocols", raw));
           if (head.length) upstream.write(head);
-          splice(socket, upstream, (stats) => {
+          const protocol = target.framedClose ? framedProtocol(headerValue(raw, "upgrade")) : undefined;
+          const client = protocol ? new ClosingSocket(socket, protocol) : socket;
+          const windDown = () => client instanceof ClosingSocket ? client.windDown() : void socket.end();
+          socket.on(windDownEvent, windDown);
+          upstream.once(windDownEvent, windDown);
+          splice(client, upstream, (stats) => {
+            socket.off(windDownEvent, windDown);
             outcome.bytesIn = stats.aToB + head.length;
             outcome.bytesOut = stats.bToA;
             if (stats.error) outcome.error = stats.error.message;
             settled = true;
             resolve(outcome);
           });
+          // A relayed channel may have been asked to wind down before it carried this stream.
+          if ((upstream as Duplex & { windingDown?: boolean }).windingDown) windDown();
         },
         // The upstream declined the upgrade: relay its answer (kubectl reads the Status body) and close.
         onHeaders: (status, rawHeaders, _resume, statusText) => {

@@ -134,12 +134,14 @@ export function kubeProxy(deps: KubeProxyDeps): {
         upstream: upstreams.service(r.cluster, r.service),
         path: r.path,
         headers: serviceHeaders(req.rawHeaders, r.service, remote),
+        framedClose: true,
       }
       : {
         upstream: upstreams.api(r.cluster, mode),
         path: r.path,
         headers: identityHeaders(req.rawHeaders, mode, who, remote),
         ...(newlineDelimited(req.method ?? "GET", r.path) ? { messageEnd: newline } : {}),
+        framedClose: true,
       };
 
   /** Tracks a request until it ends; `end` cuts it off when a registry change revokes it. */

@@ -8,6 +8,7 @@
 import assert from "node:assert/strict";
 import net from "node:net";
 import http from "node:http";
+import { Buffer } from "node:buffer";
 import { DuplexClients, ReverseProxy } from "../../../lib/proxy/mod.ts";
 import { type EofFramed, eofFramed, windDownEvent } from "../../../lib/tunnel/mod.ts";
 import { statusResponder } from "../../../lib/kube/status.ts";
@@ -167,5 +168,75 @@ Deno.test("wind-down: without the notice, an upstream that ends (EOF) or dies ri
       },
     });
     assert.deepEqual(got, { body: '{"n":1}\n', clean: false }, lose);
+  }
+});
+
+Deno.test("wind-down: an upgraded WebSocket relayed through a draining replica gets Close 1001 after the frame in progress", async () => {
+  const frame = (text: string) => Buffer.concat([Buffer.from([0x82, text.length]), Buffer.from(text)]);
+  const first = frame("abcdef");
+  const backend = net.createServer((s) => {
+    s.on("error", () => {});
+    const framed = eofFramed(s);
+    framed.on("error", () => {});
+    framed.once("data", () => {
+      framed.write("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n");
+      // Half of a frame; once the client answered it (the stream is spliced), the notice, the other half
+      // and a frame that must not reach the client.
+      framed.write(first.subarray(0, 4));
+      framed.once("data", () => {
+        framed.windDown();
+        framed.write(Buffer.concat([first.subarray(4), frame("late")]));
+      });
+    });
+  });
+  await new Promise<void>((r) => backend.listen(0, "127.0.0.1", r));
+  const upstream = new DuplexClients<null>({
+    dial: () =>
+      new Promise((resolve, reject) => {
+        const s = net.connect((backend.address() as net.AddressInfo).port, "127.0.0.1");
+        s.once("connect", () => resolve({ duplex: eofFramed(s), carrier: null }));
+        s.once("error", reject);
+      }),
+  });
+  const proxy = new ReverseProxy(statusResponder("backend: "));
+  const server = http.createServer();
+  server.on("upgrade", (req, socket, head) => {
+    void proxy.upgrade(req, socket, head, { upstream, path: "/exec", headers: {}, framedClose: true });
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  try {
+    const client = net.connect({ port: (server.address() as net.AddressInfo).port, host: "127.0.0.1" });
+    const got: Buffer[] = [];
+    let answered = false;
+    client.on("data", (c: Buffer) => {
+      got.push(c);
+      const all = Buffer.concat(got);
+      const head = all.indexOf("\r\n\r\n");
+      if (!answered && head >= 0 && all.length >= head + 4 + 4) {
+        answered = true;
+        client.write("x");
+      }
+    });
+    const fin = await new Promise<boolean>((resolve) => {
+      client.once("end", () => resolve(true));
+      client.once("close", () => resolve(false));
+      client.write(
+        "GET /exec HTTP/1.1\r\nHost: hub\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n" +
+          "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+      );
+    });
+    client.destroy();
+    const all = Buffer.concat(got);
+    const body = all.subarray(all.indexOf("\r\n\r\n") + 4);
+    assert.ok(fin, "the hub's side ended with FIN");
+    assert.equal(Buffer.compare(body.subarray(0, first.length), first), 0, "the frame in progress, whole");
+    const close = body.subarray(first.length);
+    assert.equal(close[0], 0x88);
+    assert.equal(close.readUInt16BE(2), 1001);
+    assert.equal(close.length, 2 + close[1]!, "nothing after the Close frame");
+  } finally {
+    upstream.close();
+    await new Promise((r) => server.close(r));
+    await new Promise((r) => backend.close(r));
   }
 });
