@@ -1,11 +1,17 @@
 /**
  * What kubectl sees when a draining hub ends its exec and port-forward streams, on both of kubectl's
  * transports: the protocol's own close (a WebSocket Close 1001, a SPDY GOAWAY) at a frame boundary, not
- * a connection that stopped. Real kubectl, real API server, one hub of the file registry.
+ * a connection that stopped. Then the same for streams that landed on another replica and are carried
+ * through the draining one: a watch ends after a whole event, an exec with a Close frame. Real kubectl,
+ * real API server, hubs of the file registry.
  */
 
 import assert from "node:assert/strict";
+import https from "node:https";
+import { Buffer } from "node:buffer";
+import YAML from "yaml";
 import { spawnListening, startTowerEnv } from "./tower_env.ts";
+import { type HubProcess, replicaOf, startHub } from "../helpers/tower_procs.ts";
 import { type Running, running, streamPaths } from "./_kubectl_helpers.ts";
 import { eventually } from "../helpers/wait.ts";
 
@@ -99,6 +105,116 @@ Deno.test("SIGTERM: exec and port-forward end with their protocol's close; kubec
     }
     for (const r of started) await r.stop().catch(() => {});
     await backend?.stop();
+    await env.stop();
+  }
+});
+
+interface Kubeconfig {
+  clusters: { cluster: Record<string, string> }[];
+  users: { user: Record<string, string> }[];
+}
+
+/**
+ * A raw watch: resolves "end" when its chunked stream ended cleanly right after a whole event, "cut" when
+ * it ended in any other way. `events` counts the events seen.
+ */
+function rawWatch(
+  tls: https.RequestOptions,
+  path: string,
+): { answered: Promise<void>; outcome: Promise<"end" | "cut">; events: () => number } {
+  let events = 0;
+  let answered: () => void = () => {};
+  const started = new Promise<void>((r) => (answered = r));
+  const outcome = new Promise<"end" | "cut">((resolve) => {
+    const req = https.get({ ...tls, path }, (res) => {
+      assert.equal(res.statusCode, 200);
+      answered();
+      let buf = "";
+      res.setEncoding("utf8");
+      res.on("data", (c: string) => {
+        buf += c;
+        let nl: number;
+        while ((nl = buf.indexOf("\n")) >= 0) {
+          JSON.parse(buf.slice(0, nl));
+          buf = buf.slice(nl + 1);
+          events++;
+        }
+      });
+      res.on("end", () => resolve(res.complete && buf === "" ? "end" : "cut"));
+      res.on("error", () => resolve("cut"));
+    });
+    req.on("error", () => resolve("cut"));
+  });
+  return { answered: started, outcome, events: () => events };
+}
+
+Deno.test("SIGTERM of the replica relaying a watch and an exec for another: the watch ends after an event, the exec with Close 1001", async () => {
+  const cluster = "relaydrain";
+  const env = await startTowerEnv({
+    clusters: [cluster],
+    hubArgs: ["--peer-listen", "127.0.0.1:0", "--drain-timeout", "10s"],
+  });
+  let b: HubProcess | undefined;
+  let exec: Running | undefined;
+  try {
+    b = await startHub({ dataDir: env.dataDir, args: ["--peer-listen", "127.0.0.1:0"] });
+    await b.waitFor(
+      (l) => l.msg === "replicas changed" && (l.replicas as string[]).length === 2,
+      "2 replicas",
+      40_000,
+    );
+    await env.clusters.get(cluster)!.createPod("box");
+    const viaA = await env.addUser("ops", ["system:masters"], ["*"]);
+    const viaB = `${viaA}.b`;
+    const text = await Deno.readTextFile(viaA);
+    await Deno.writeTextFile(viaB, text.replaceAll(`127.0.0.1:${env.hub.port}/`, `127.0.0.1:${b.port}/`));
+    const kc = YAML.parse(text) as Kubeconfig;
+    const b64 = (v: string | undefined) => Buffer.from(v ?? "", "base64").toString();
+    const tls = {
+      host: "127.0.0.1",
+      port: b.port,
+      ca: b64(kc.clusters[0]?.cluster["certificate-authority-data"]),
+      cert: b64(kc.users[0]?.user["client-certificate-data"]),
+      key: b64(kc.users[0]?.user["client-key-data"]),
+      agent: false as const,
+    };
+
+    // Both land on B, which has no agent: A relays them.
+    const watch = rawWatch(tls, `/clusters/${cluster}/api/v1/namespaces/default/configmaps?watch=1`);
+    await watch.answered;
+    const created = await env.kubectl(viaB, ["--context", cluster, "create", "configmap", "before-drain"]);
+    assert.equal(created.code, 0, created.stderr);
+    exec = running(
+      new Deno.Command(env.kubectlPath, {
+        args: [`--kubeconfig=${viaB}`, "--context", cluster, "exec", "-i", "box", "--", "sh", "-c", "cat"],
+        stdin: "piped",
+        stdout: "piped",
+        stderr: "piped",
+      }).spawn(),
+    );
+    await eventually(20_000, async () => {
+      await exec!.write("before-drain\n");
+      await exec!.out.waitForText("before-drain", 1_000);
+    });
+    await eventually(10_000, () => assert.ok(watch.events() >= 1, "the watch saw the ConfigMap"));
+
+    const from = env.hub.lines.length;
+    env.hub.signal("SIGTERM");
+    const status = await env.hub.exited;
+    assert.equal(status.code, 0, env.hub.dump());
+    const drained = await env.hub.waitForMsg("hub drained", 1000, from);
+    assert.ok(Number(drained.relayedWoundDown) >= 2, JSON.stringify(drained));
+
+    assert.equal(await watch.outcome, "end", "the watch through the draining replica was cut");
+    const s = await exec.finish(10_000);
+    assert.notEqual(s.code, 0);
+    assert.match(exec.err.text, /websocket: close 1001 \(going away\): hub replica draining/);
+    // B's audit line of each names A as the relay.
+    const a = replicaOf(env.hub);
+    assert.ok(b.stdout.some((l) => l.includes(`"via":"${a}"`) && l.includes("/exec")));
+  } finally {
+    await exec?.stop().catch(() => {});
+    await b?.stop();
     await env.stop();
   }
 });
