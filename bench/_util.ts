@@ -5,6 +5,9 @@
 
 import net from "node:net";
 import { Buffer } from "node:buffer";
+import { hashToken, newToken } from "../lib/registry/mod.ts";
+import { FileRegistry } from "../lib/registry/mod.ts";
+import { addCluster, type AddedCluster, repoRoot } from "../tests/helpers/tower_procs.ts";
 
 /** One row of a benchmark table, also written as JSON. */
 export interface Row {
@@ -109,4 +112,96 @@ export function mbps(bytes: number, ms: number): number {
 export function round(x: number, d = 2): number {
   const f = 10 ** d;
   return Math.round(x * f) / f;
+}
+
+/** A cluster name and its join token, as `bench/many_agents.ts` reads them. */
+export interface AgentLogin {
+  cluster: string;
+  token: string;
+}
+
+/**
+ * Registers clusters `PREFIX-0` … `PREFIX-(n-1)` in the file registry of `dataDir`: the first with
+ * `cluster add` (which also creates the hub material and says its fingerprint and CA), the rest straight
+ * into the registry file in one write (n admin commands would take minutes).
+ */
+export async function registerClusters(
+  dataDir: string,
+  prefix: string,
+  n: number,
+): Promise<{ first: AddedCluster; logins: AgentLogin[] }> {
+  const first = await addCluster(dataDir, `${prefix}-0`);
+  const more = Array.from(
+    { length: n - 1 },
+    (_, i) => ({ cluster: `${prefix}-${i + 1}`, token: newToken() }),
+  );
+  await new FileRegistry(`${dataDir}/registry.yaml`).update((data) => {
+    const createdAt = new Date().toISOString();
+    for (const a of more) data.clusters.push({ name: a.cluster, tokenHash: hashToken(a.token), createdAt });
+  });
+  return { first, logins: [{ cluster: first.name, token: first.token }, ...more] };
+}
+
+/** What {@link startManyAgents} needs. */
+export interface ManyAgentsOptions {
+  /** Where the agents dial (a hub or a load balancer in front of replicas). */
+  hubUrl: string;
+  fingerprint: string;
+  caFile: string;
+  logins: AgentLogin[];
+  /** Tunnels each agent keeps (`--hub-connections`). */
+  hubConnections: number;
+  /** Most agents in one process (each process is a `bench/many_agents.ts`). */
+  perProcess: number;
+  /** Where the spec files go. */
+  dir: string;
+}
+
+/** Agents started by {@link startManyAgents}. */
+export interface ManyAgents {
+  /** The agent processes' ids. */
+  pids: number[];
+  /** Kills every agent process and waits for them. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Runs `logins.length` idle agents, `perProcess` to a process (one process holds a few thousand
+ * sessions before its event loop, not the hub, is what a benchmark measures).
+ */
+export async function startManyAgents(opts: ManyAgentsOptions): Promise<ManyAgents> {
+  const children: Deno.ChildProcess[] = [];
+  for (let i = 0; i * opts.perProcess < opts.logins.length; i++) {
+    const spec = `${opts.dir}/agents-${i}.json`;
+    await Deno.writeTextFile(
+      spec,
+      JSON.stringify({
+        hubUrl: opts.hubUrl,
+        fingerprint: opts.fingerprint,
+        caFile: opts.caFile,
+        hubConnections: opts.hubConnections,
+        agents: opts.logins.slice(i * opts.perProcess, (i + 1) * opts.perProcess),
+      }),
+    );
+    children.push(
+      new Deno.Command(Deno.execPath(), {
+        args: ["run", "-A", "bench/many_agents.ts", spec],
+        cwd: repoRoot,
+        stdin: "null",
+        stdout: "null",
+        stderr: "null",
+      }).spawn(),
+    );
+  }
+  return {
+    pids: children.map((c) => c.pid),
+    stop: async () => {
+      for (const c of children) {
+        try {
+          c.kill("SIGKILL");
+        } catch { /* gone */ }
+      }
+      await Promise.all(children.map((c) => c.status));
+    },
+  };
 }

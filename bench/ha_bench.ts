@@ -12,14 +12,13 @@
 
 import { Buffer } from "node:buffer";
 import YAML from "yaml";
-import { round, type Row, rssKiB } from "./_util.ts";
+import { registerClusters, round, type Row, rssKiB, startManyAgents } from "./_util.ts";
 import { runJob } from "./proxy_bench.ts";
 import type { Target } from "./kube_load.ts";
 import { startClusters, type TestCluster } from "../tests/cluster/cluster.ts";
 import {
   addCluster,
   type HubProcess,
-  repoRoot,
   scratchDir,
   serverCommand,
   startAgent,
@@ -27,17 +26,7 @@ import {
   type TowerProcess,
 } from "../tests/helpers/tower_procs.ts";
 import { type Haproxy, startHaproxy } from "../tests/helpers/haproxy.ts";
-import { hashToken, newToken } from "../lib/registry/mod.ts";
-import { FileRegistry } from "../lib/registry/mod.ts";
 import { fetchMetricsText, parseSamples, sampleSum } from "../tests/helpers/metrics_text.ts";
-
-/** Sizes of the HA scenarios. */
-export interface HaBenchOptions {
-  /** Seconds of load per request-rate row. */
-  seconds: number;
-  /** Idle agents for the memory and rolling-restart rows (each holds 2 tunnels: 2 sessions). */
-  idleAgents: number;
-}
 
 async function must(args: string[]): Promise<string> {
   const r = await serverCommand(args);
@@ -79,22 +68,6 @@ async function startReplicas(
   return hubs;
 }
 
-/** Agent sessions a replica holds now (its /metrics). */
-async function sessionsOf(hub: HubProcess): Promise<number> {
-  const at = String(hub.lines.find((l) => l.msg === "metrics listening")?.listen);
-  return sampleSum(parseSamples(await fetchMetricsText(`http://${at}/metrics`)), "tower_agent_sessions");
-}
-
-/** Polls the replicas' session counts until they sum to `n` or `timeoutMs` passes; returns the sum. */
-async function waitForSessions(hubs: HubProcess[], n: number, timeoutMs: number): Promise<number> {
-  const deadline = performance.now() + timeoutMs;
-  for (;;) {
-    const sum = (await Promise.all(hubs.map((h) => sessionsOf(h).catch(() => 0)))).reduce((a, b) => a + b, 0);
-    if (sum >= n || performance.now() > deadline) return sum;
-    await new Promise((r) => setTimeout(r, 250));
-  }
-}
-
 /** A load-generator target through `port` on the cluster's side of the veth, as a system:masters user. */
 async function userTarget(dataDir: string, cluster: TestCluster, port: number): Promise<Target> {
   await must(["user", "add", "bench", "--group", "system:masters", "--data-dir", dataDir]);
@@ -119,8 +92,8 @@ async function userTarget(dataDir: string, cluster: TestCluster, port: number): 
   };
 }
 
-/** Runs the HA scenarios. */
-export async function haBench(opts: HaBenchOptions): Promise<Row[]> {
+/** Runs the request-rate and peer-hop scenarios, `seconds` of load per row. */
+export async function haRequestBench(seconds: number): Promise<Row[]> {
   const rows: Row[] = [];
   const [cluster] = await startClusters(["ha-bench"]) as [TestCluster];
   try {
@@ -132,7 +105,7 @@ export async function haBench(opts: HaBenchOptions): Promise<Row[]> {
     await runJob(cluster, { mode: "seed", target: direct, namespace: "bench", count: 1, sizeBytes: 64 });
     const one = "/api/v1/namespaces/bench/configmaps/cm-0";
     const latency = (target: Target, concurrency: number) =>
-      runJob(cluster, { mode: "latency", target, path: one, concurrency, seconds: opts.seconds });
+      runJob(cluster, { mode: "latency", target, path: one, concurrency, seconds });
     const d = await latency(direct, 32);
     for (const n of [1, 2, 3]) {
       await withReplicas(cluster, n, 2, async ({ lbTarget }) => {
@@ -167,7 +140,6 @@ export async function haBench(opts: HaBenchOptions): Promise<Row[]> {
   } finally {
     await cluster.stop();
   }
-  rows.push(await idleSessionsRow(opts.idleAgents));
   return rows;
 }
 
@@ -234,90 +206,163 @@ async function withReplicas(
   }
 }
 
+/** Sizes of the idle-sessions scenario. */
+export interface HaSessionsOptions {
+  /** Idle agents; each holds 2 tunnels to distinct replicas (2 sessions). */
+  agents: number;
+  /** Most agents in one agent process. */
+  agentsPerProcess: number;
+}
+
+/** Longest wait for all sessions to be up, at first and after the restart. */
+const sessionsUpTimeoutMs = 300_000;
+/** The replicas' drain timeout, and how much longer the bench waits for a drained replica to exit. */
+const drainTimeoutS = 30;
+const exitGraceMs = 30_000;
+
+/**
+ * Agent sessions per replica and cluster, counted from the replicas' own log lines ("agent connected" /
+ * "agent disconnected"): polling /metrics would cost the replicas a render of a series per cluster each
+ * time, which at thousands of clusters is load the benchmark itself would add.
+ */
+class SessionTally {
+  readonly #seen = new Map<HubProcess, { cursor: number; byCluster: Map<string, number> }>();
+
+  #of(hub: HubProcess): Map<string, number> {
+    let t = this.#seen.get(hub);
+    if (!t) this.#seen.set(hub, t = { cursor: 0, byCluster: new Map() });
+    for (; t.cursor < hub.lines.length; t.cursor++) {
+      const l = hub.lines[t.cursor]!;
+      const step = l.msg === "agent connected" ? 1 : l.msg === "agent disconnected" ? -1 : 0;
+      if (step) t.byCluster.set(String(l.cluster), (t.byCluster.get(String(l.cluster)) ?? 0) + step);
+    }
+    return t.byCluster;
+  }
+
+  /** Sessions the replicas hold (parked duplicates too), and clusters held by at least `k` of them. */
+  count(hubs: HubProcess[], k: number): { sessions: number; clustersAtK: number } {
+    const holders = new Map<string, number>();
+    let sessions = 0;
+    for (const h of hubs) {
+      for (const [c, n] of this.#of(h)) {
+        sessions += n;
+        if (n > 0) holders.set(c, (holders.get(c) ?? 0) + 1);
+      }
+    }
+    return { sessions, clustersAtK: [...holders.values()].filter((n) => n >= k).length };
+  }
+
+  /**
+   * Waits (polling the collected lines, bounded by `timeoutMs`) until each of `clusters` clusters is
+   * held by 2 distinct replicas; returns how many are.
+   */
+  async waitForAll(hubs: () => HubProcess[], clusters: number, timeoutMs: number): Promise<number> {
+    const deadline = performance.now() + timeoutMs;
+    for (;;) {
+      const { clustersAtK } = this.count(hubs(), 2);
+      if (clustersAtK >= clusters || performance.now() > deadline) return clustersAtK;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  }
+}
+
+/** A replica's V8 heap and the memory outside it (its /metrics), in bytes. */
+async function memoryOf(hub: HubProcess): Promise<{ heapUsed: number; external: number }> {
+  const at = String(hub.lines.find((l) => l.msg === "metrics listening")?.listen);
+  const samples = parseSamples(await fetchMetricsText(`http://${at}/metrics`));
+  return {
+    heapUsed: sampleSum(samples, "deno_heap_used_bytes"),
+    external: sampleSum(samples, "deno_external_memory_bytes"),
+  };
+}
+
+/** Sends SIGTERM and waits for the exit, at most the drain timeout plus a grace; then SIGKILL. */
+async function drainAndExit(hub: HubProcess): Promise<{ ms: number; code: number }> {
+  const t = performance.now();
+  hub.signal("SIGTERM");
+  const killer = setTimeout(() => hub.signal("SIGKILL"), drainTimeoutS * 1000 + exitGraceMs);
+  const status = await hub.exited;
+  clearTimeout(killer);
+  return { ms: performance.now() - t, code: status.code };
+}
+
 /**
  * `agents` idle agents (2 tunnels each) on 3 replicas behind HAProxy: the replicas' RSS growth per
  * session, then a rolling restart with drain (each replica in turn: SIGTERM, wait for exit, start it
- * again on its port) and the time until every session is back.
+ * again on its port) and the time until every cluster is held by 2 replicas again. Every wait is capped.
  */
-async function idleSessionsRow(agents: number): Promise<Row> {
+export async function haSessionsBench(opts: HaSessionsOptions): Promise<Row[]> {
   const dataDir = await scratchDir("bench-ha-idle");
-  const first = await addCluster(dataDir, "idle-0");
-  const list = [{ cluster: "idle-0", token: first.token }];
-  const more = Array.from(
-    { length: agents - 1 },
-    (_, i) => ({ cluster: `idle-${i + 1}`, token: newToken() }),
-  );
-  await new FileRegistry(`${dataDir}/registry.yaml`).update((data) => {
-    for (const a of more) {
-      data.clusters.push({
-        name: a.cluster,
-        tokenHash: hashToken(a.token),
-        createdAt: new Date().toISOString(),
-      });
-    }
-  });
-  list.push(...more);
-  const sessions = agents * 2;
-  const args = ["--audit-log", `${dataDir}/audit.log`, "--drain-timeout", "30s"];
+  const { first, logins } = await registerClusters(dataDir, "idle", opts.agents);
+  const sessions = opts.agents * 2;
+  const args = ["--audit-log", `${dataDir}/audit.log`, "--drain-timeout", `${drainTimeoutS}s`];
   let hubs = await startReplicas(dataDir, 3, args);
   const ports = hubs.map((h) => h.port);
-  const lb = await startHaproxy({ backends: ports, tls: true });
-  const spec = `${dataDir}/agents.json`;
-  await Deno.writeTextFile(
-    spec,
-    JSON.stringify({
-      hubUrl: `wss://127.0.0.1:${lb.port}/tunnel`,
-      fingerprint: first.fingerprint,
-      caFile: first.caFile,
-      agents: list,
-    }),
-  );
+  // Room for every session, the parked duplicates and the moves of a drain.
+  const lb = await startHaproxy({ backends: ports, tls: true, maxconn: Math.max(4000, sessions * 2) });
   await new Promise((r) => setTimeout(r, 1000));
   const baseKiB = hubs.reduce((n, h) => n + rssKiB(h.child.pid), 0);
-  const runner = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "bench/many_agents.ts", spec],
-    cwd: repoRoot,
-    stdin: "null",
-    stdout: "null",
-    stderr: "null",
-  }).spawn();
+  const tally = new SessionTally();
+  const agents = await startManyAgents({
+    hubUrl: `wss://127.0.0.1:${lb.port}/tunnel`,
+    fingerprint: first.fingerprint,
+    caFile: first.caFile,
+    logins,
+    hubConnections: 2,
+    perProcess: opts.agentsPerProcess,
+    dir: dataDir,
+  });
   try {
     const t0 = performance.now();
-    const up = await waitForSessions(hubs, sessions, 300_000);
+    const up = await tally.waitForAll(() => hubs, opts.agents, sessionsUpTimeoutMs);
     const connectMs = performance.now() - t0;
     // Idle a while: the connection storm's garbage is collected, keepalives keep flowing.
     await new Promise((r) => setTimeout(r, 15_000));
     const idleKiB = hubs.reduce((n, h) => n + rssKiB(h.child.pid), 0);
+    const idleSessions = tally.count(hubs, 2).sessions;
+    const mem = await Promise.all(hubs.map(memoryOf));
+    const agentKiB = agents.pids.reduce((n, pid) => n + rssKiB(pid), 0);
     const rollAt = performance.now();
     const drainMs: number[] = [];
+    const asked: number[] = [];
+    const startMs: number[] = [];
     let exitCodes = 0;
     for (let i = 0; i < 3; i++) {
-      const old = hubs[i]!;
+      const { ms, code } = await drainAndExit(hubs[i]!);
+      drainMs.push(ms);
+      asked.push(Number(hubs[i]!.lines.find((l) => l.msg === "hub drained")?.agentsAsked ?? -1));
+      exitCodes += code;
       const t = performance.now();
-      old.signal("SIGTERM");
-      const status = await old.exited;
-      drainMs.push(performance.now() - t);
-      exitCodes += status.code;
       const [again] = await startReplicas(dataDir, 1, args, [ports[i]!], 3);
+      startMs.push(performance.now() - t);
       hubs = hubs.map((h, j) => j === i ? again! : h);
     }
-    const back = await waitForSessions(hubs, sessions, 300_000);
+    const lastStartedAt = performance.now();
+    const back = await tally.waitForAll(() => hubs, opts.agents, sessionsUpTimeoutMs);
     const rollMs = performance.now() - rollAt;
-    return {
+    const s = (ms: number) => round(ms / 1000, 1);
+    return [{
       scenario: "ha",
-      case: `${agents} idle agents x 2 tunnels on 3 replicas`,
-      sessions: up,
-      firstConnectS: round(connectMs / 1000, 1),
+      case: `${opts.agents} idle agents x 2 tunnels on 3 replicas`,
+      agentProcesses: agents.pids.length,
+      clustersUp: up,
+      firstConnectS: s(connectMs),
+      idleSessions,
       idleKibPerSession: round((idleKiB - baseKiB) / sessions, 1),
-      rollingRestartS: round(rollMs / 1000, 1),
-      drainS: drainMs.map((m) => round(m / 1000, 1)).join("/"),
-      sessionsBack: back,
-      failed: sessions - back,
+      heapUsedMiB: round(mem.reduce((n, m) => n + m.heapUsed, 0) / 2 ** 20, 1),
+      externalMiB: round(mem.reduce((n, m) => n + m.external, 0) / 2 ** 20, 1),
+      agentsRssMiB: round(agentKiB / 1024, 1),
+      rollingRestartS: s(rollMs),
+      drainS: drainMs.map(s).join("/"),
+      sessionsMoved: asked.join("/"),
+      startS: startMs.map(s).join("/"),
+      afterLastStartS: s(performance.now() - lastStartedAt),
+      clustersBack: back,
+      failed: opts.agents - back,
       nonZeroExits: exitCodes,
-    };
+    }];
   } finally {
-    runner.kill("SIGKILL");
-    await runner.status;
+    await agents.stop();
     await lb.stop();
     for (const h of hubs) await h.stop();
     await Deno.remove(dataDir, { recursive: true }).catch(() => {});

@@ -4,8 +4,12 @@
  * and sizes. `--smoke` runs every scenario with tiny sizes (CI runs it so the suite never rots; it
  * asserts nothing about speed).
  *
- *   deno task bench [--only cipher,throughput,latency,list,watch,metrics,scale,fairness,cpu,rtt,connect,bulk,ha]
- *                   [--bytes MiB] [--seconds S] [--list N] [--scale 100,500,1000] [--ha-agents N] [--smoke]
+ *   deno task bench [--only cipher,throughput,latency,list,watch,metrics,scale,fairness,cpu,rtt,connect,bulk,ha,ha-sessions]
+ *                   [--bytes MiB] [--seconds S] [--list N] [--scale 100,500,1000] [--smoke]
+ *                   [--ha-agents N] [--ha-agents-per-process N]
+ *
+ * `ha` is the request rows through several replicas; `ha-sessions` the idle sessions on 3 replicas and
+ * their rolling restart (the issue's size: `--only ha-sessions --ha-agents 5000`, 10,000 sessions).
  * @module
  */
 // deno-lint-ignore-file no-console
@@ -19,7 +23,7 @@ import { cipherBench } from "./cipher_bench.ts";
 import { proxyBench } from "./proxy_bench.ts";
 import { scaleBench } from "./scale_bench.ts";
 import { metricsBench } from "./metrics_bench.ts";
-import { haBench } from "./ha_bench.ts";
+import { haRequestBench, haSessionsBench } from "./ha_bench.ts";
 import { cipherOrder } from "../lib/tunnel/mod.ts";
 import { repoRoot } from "../tests/helpers/tower_procs.ts";
 
@@ -32,13 +36,17 @@ const { values } = parseArgs({
     list: { type: "string" },
     scale: { type: "string" },
     "ha-agents": { type: "string" },
+    "ha-agents-per-process": { type: "string" },
     smoke: { type: "boolean", default: false },
     out: { type: "string" },
   },
 });
 const smoke = values.smoke === true;
 const only = new Set(
-  String(values.only ?? "cipher,throughput,latency,list,watch,metrics,scale,fairness,cpu,rtt,connect,bulk,ha")
+  String(
+    values.only ??
+      "cipher,throughput,latency,list,watch,metrics,scale,fairness,cpu,rtt,connect,bulk,ha,ha-sessions",
+  )
     .split(
       ",",
     ),
@@ -110,7 +118,15 @@ if (only.has("scale")) {
   rows.push(...r);
 }
 if (only.has("ha")) {
-  const r = await haBench({ seconds, idleAgents: Number(values["ha-agents"] ?? (smoke ? 5 : 500)) });
+  const r = await haRequestBench(seconds);
+  print(r);
+  rows.push(...r);
+}
+if (only.has("ha-sessions")) {
+  const r = await haSessionsBench({
+    agents: Number(values["ha-agents"] ?? (smoke ? 5 : 500)),
+    agentsPerProcess: Number(values["ha-agents-per-process"] ?? 1250),
+  });
   print(r);
   rows.push(...r);
 }

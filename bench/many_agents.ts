@@ -1,6 +1,7 @@
 /**
  * Runs many agents in one process (scenario 5), each logged in as its own cluster. Reads a JSON file:
- * `{ hubUrl, fingerprint, caFile, agents: [{ cluster, token }] }`. Logs only warnings and errors.
+ * `{ hubUrl, fingerprint, caFile, hubConnections, agents: [{ cluster, token }] }` (written by
+ * `startManyAgents` in bench/_util.ts). Logs only warnings and errors.
  *
  *   deno run -A bench/many_agents.ts AGENTS.json
  * @module
@@ -24,7 +25,7 @@ for (const a of spec.agents as { cluster: string; token: string }[]) {
     publish: [],
     keepaliveMs: 30_000,
     backoffCapMs: 8_000,
-    hubConnections: 2,
+    hubConnections: spec.hubConnections ?? 2,
     proxyEnv: {},
     logLevel: "warn",
     metricsListen: undefined,

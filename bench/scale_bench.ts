@@ -4,10 +4,8 @@
  * @module
  */
 
-import { round, type Row, rssKiB } from "./_util.ts";
-import { hashToken, newToken } from "../lib/registry/mod.ts";
-import { FileRegistry } from "../lib/registry/mod.ts";
-import { addCluster, type HubProcess, repoRoot, scratchDir, startHub } from "../tests/helpers/tower_procs.ts";
+import { registerClusters, round, type Row, rssKiB, startManyAgents } from "./_util.ts";
+import { type HubProcess, scratchDir, startHub } from "../tests/helpers/tower_procs.ts";
 import { freePort } from "../tests/helpers/net_servers.ts";
 import { fetchMetricsText, parseSamples, sampleSum } from "../tests/helpers/metrics_text.ts";
 
@@ -30,19 +28,7 @@ export async function scaleBench(counts: number[]): Promise<Row[]> {
   const rows: Row[] = [];
   for (const n of counts) {
     const dataDir = await scratchDir("bench-scale");
-    const first = await addCluster(dataDir, "scale-0");
-    const agents = [{ cluster: "scale-0", token: first.token }];
-    const more = Array.from({ length: n - 1 }, (_, i) => ({ cluster: `scale-${i + 1}`, token: newToken() }));
-    await new FileRegistry(`${dataDir}/registry.yaml`).update((data) => {
-      for (const a of more) {
-        data.clusters.push({
-          name: a.cluster,
-          tokenHash: hashToken(a.token),
-          createdAt: new Date().toISOString(),
-        });
-      }
-    });
-    agents.push(...more);
+    const { first, logins } = await registerClusters(dataDir, "scale", n);
     const port = await freePort();
     const metricsPort = await freePort();
     let hub = await startHub({
@@ -50,20 +36,17 @@ export async function scaleBench(counts: number[]): Promise<Row[]> {
       port,
       args: ["--audit-log", `${dataDir}/audit.log`, "--metrics-listen", `127.0.0.1:${metricsPort}`],
     });
-    const spec = `${dataDir}/agents.json`;
-    await Deno.writeTextFile(
-      spec,
-      JSON.stringify({ hubUrl: hub.url, fingerprint: first.fingerprint, caFile: first.caFile, agents }),
-    );
     await new Promise((r) => setTimeout(r, 1000));
     const baseKiB = rssKiB(hub.child.pid);
-    const runner = new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", "bench/many_agents.ts", spec],
-      cwd: repoRoot,
-      stdin: "null",
-      stdout: "null",
-      stderr: "null",
-    }).spawn();
+    const runner = await startManyAgents({
+      hubUrl: hub.url,
+      fingerprint: first.fingerprint,
+      caFile: first.caFile,
+      logins,
+      hubConnections: 2,
+      perProcess: n,
+      dir: dataDir,
+    });
     try {
       const t0 = performance.now();
       const up = await waitForConnected(hub, n, 0, 120_000);
@@ -106,8 +89,7 @@ export async function scaleBench(counts: number[]): Promise<Row[]> {
         failed: n - back,
       });
     } finally {
-      runner.kill("SIGKILL");
-      await runner.status;
+      await runner.stop();
       await hub.stop();
       await Deno.remove(dataDir, { recursive: true });
     }

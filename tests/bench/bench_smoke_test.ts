@@ -52,8 +52,8 @@ Deno.test("deno task bench --smoke runs every scenario and writes JSON results",
     }
     const scale = result.rows.find((row: { scenario: string }) => row.scenario === "scale");
     assert.equal(scale.failed, 0, "agents that did not come back after the hub restart");
-    const idle = result.rows.find((row: { scenario: string; sessions?: number }) =>
-      row.scenario === "ha" && row.sessions !== undefined
+    const idle = result.rows.find((row: { scenario: string; clustersBack?: number }) =>
+      row.scenario === "ha" && row.clustersBack !== undefined
     );
     assert.equal(idle.failed, 0, "sessions that did not come back after the rolling restart");
     assert.equal(idle.nonZeroExits, 0, "a replica that did not drain cleanly");

@@ -31,6 +31,8 @@ export interface HaproxyOptions {
   checkMs?: number;
   /** Address to listen on (default 127.0.0.1). */
   bind?: string;
+  /** Connections HAProxy holds at once (default 4000; each agent tunnel is one). */
+  maxconn?: number;
 }
 
 /** Path of Debian's haproxy binary. */
@@ -45,7 +47,7 @@ export async function startHaproxy(opts: HaproxyOptions): Promise<Haproxy> {
   await Deno.writeTextFile(
     config,
     `global
-  maxconn 4000
+  maxconn ${opts.maxconn ?? 4000}
   log stderr format raw local0
 defaults
   mode tcp
