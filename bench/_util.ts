@@ -144,8 +144,11 @@ export async function registerClusters(
 
 /** What {@link startManyAgents} needs. */
 export interface ManyAgentsOptions {
-  /** Where the agents dial (a hub or a load balancer in front of replicas). */
-  hubUrl: string;
+  /**
+   * Where the agents dial (a hub or load balancers in front of replicas); agent j of each process dials
+   * `hubUrls[j % hubUrls.length]`.
+   */
+  hubUrls: string[];
   fingerprint: string;
   caFile: string;
   logins: AgentLogin[];
@@ -176,7 +179,7 @@ export async function startManyAgents(opts: ManyAgentsOptions): Promise<ManyAgen
     await Deno.writeTextFile(
       spec,
       JSON.stringify({
-        hubUrl: opts.hubUrl,
+        hubUrls: opts.hubUrls,
         fingerprint: opts.fingerprint,
         caFile: opts.caFile,
         hubConnections: opts.hubConnections,

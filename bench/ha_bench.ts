@@ -219,6 +219,9 @@ const sessionsUpTimeoutMs = 300_000;
 /** The replicas' drain timeout, and how much longer the bench waits for a drained replica to exit. */
 const drainTimeoutS = 30;
 const exitGraceMs = 30_000;
+/** Agent sessions behind one HAProxy, and its connection cap (see {@link haSessionsBench}). */
+const sessionsPerLb = 4000;
+const lbMaxconn = 9000;
 
 /**
  * Agent sessions per replica and cluster, counted from the replicas' own log lines ("agent connected" /
@@ -298,13 +301,18 @@ export async function haSessionsBench(opts: HaSessionsOptions): Promise<Row[]> {
   const args = ["--audit-log", `${dataDir}/audit.log`, "--drain-timeout", `${drainTimeoutS}s`];
   let hubs = await startReplicas(dataDir, 3, args);
   const ports = hubs.map((h) => h.port);
-  // Room for every session, the parked duplicates and the moves of a drain.
-  const lb = await startHaproxy({ backends: ports, tls: true, maxconn: Math.max(4000, sessions * 2) });
+  // An HAProxy holds two descriptors a connection and may not raise its limit past this machine's 20,000
+  // (`ulimit -Hn`): the agents are spread over several, each with room for its share of the sessions, the
+  // parked duplicates and the moves of a drain (as behind several load-balancer nodes).
+  const lbs: Haproxy[] = [];
+  for (let i = 0; i < Math.ceil(sessions / sessionsPerLb); i++) {
+    lbs.push(await startHaproxy({ backends: ports, tls: true, maxconn: lbMaxconn }));
+  }
   await new Promise((r) => setTimeout(r, 1000));
   const baseKiB = hubs.reduce((n, h) => n + rssKiB(h.child.pid), 0);
   const tally = new SessionTally();
   const agents = await startManyAgents({
-    hubUrl: `wss://127.0.0.1:${lb.port}/tunnel`,
+    hubUrls: lbs.map((lb) => `wss://127.0.0.1:${lb.port}/tunnel`),
     fingerprint: first.fingerprint,
     caFile: first.caFile,
     logins,
@@ -345,6 +353,7 @@ export async function haSessionsBench(opts: HaSessionsOptions): Promise<Row[]> {
       scenario: "ha",
       case: `${opts.agents} idle agents x 2 tunnels on 3 replicas`,
       agentProcesses: agents.pids.length,
+      loadBalancers: lbs.length,
       clustersUp: up,
       firstConnectS: s(connectMs),
       idleSessions,
@@ -363,7 +372,7 @@ export async function haSessionsBench(opts: HaSessionsOptions): Promise<Row[]> {
     }];
   } finally {
     await agents.stop();
-    await lb.stop();
+    for (const lb of lbs) await lb.stop();
     for (const h of hubs) await h.stop();
     await Deno.remove(dataDir, { recursive: true }).catch(() => {});
   }

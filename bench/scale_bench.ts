@@ -39,7 +39,7 @@ export async function scaleBench(counts: number[]): Promise<Row[]> {
     await new Promise((r) => setTimeout(r, 1000));
     const baseKiB = rssKiB(hub.child.pid);
     const runner = await startManyAgents({
-      hubUrl: hub.url,
+      hubUrls: [hub.url],
       fingerprint: first.fingerprint,
       caFile: first.caFile,
       logins,
