@@ -164,6 +164,8 @@ export interface ManyAgentsOptions {
 export interface ManyAgents {
   /** The agent processes' ids. */
   pids: number[];
+  /** Warnings and errors the agents logged so far, by message (and error, for failed dials). */
+  problems(): Record<string, number>;
   /** Kills every agent process and waits for them. */
   stop(): Promise<void>;
 }
@@ -192,12 +194,32 @@ export async function startManyAgents(opts: ManyAgentsOptions): Promise<ManyAgen
         cwd: repoRoot,
         stdin: "null",
         stdout: "null",
-        stderr: "null",
+        stderr: "piped",
       }).spawn(),
     );
   }
+  const problems: Record<string, number> = {};
+  const pumps = children.map(async (c) => {
+    let buf = "";
+    for await (const chunk of c.stderr.pipeThrough(new TextDecoderStream())) {
+      buf += chunk;
+      let nl: number;
+      while ((nl = buf.indexOf("\n")) >= 0) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        let key = line.slice(0, 60);
+        try {
+          const l = JSON.parse(line) as { msg?: string; error?: { message?: string } | string };
+          const error = typeof l.error === "string" ? l.error : l.error?.message;
+          key = `${l.msg}${error ? `: ${error.slice(0, 60)}` : ""}`;
+        } catch { /* not JSON: counted by its start */ }
+        problems[key] = (problems[key] ?? 0) + 1;
+      }
+    }
+  });
   return {
     pids: children.map((c) => c.pid),
+    problems: () => ({ ...problems }),
     stop: async () => {
       for (const c of children) {
         try {
@@ -205,6 +227,7 @@ export async function startManyAgents(opts: ManyAgentsOptions): Promise<ManyAgen
         } catch { /* gone */ }
       }
       await Promise.all(children.map((c) => c.status));
+      await Promise.all(pumps);
     },
   };
 }

@@ -279,6 +279,19 @@ async function memoryOf(hub: HubProcess): Promise<{ heapUsed: number; external: 
   };
 }
 
+/** Lines of the replicas that say a tunnel or login failed, by message (and reason). */
+function hubProblems(hubs: HubProcess[]): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const h of hubs) {
+    for (const l of h.lines) {
+      if (l.level !== "warn" && l.level !== "error" && l.msg !== "agent session closing") continue;
+      const key = `${l.msg}${l.reason ? `: ${String(l.reason).slice(0, 50)}` : ""}`;
+      out[key] = (out[key] ?? 0) + 1;
+    }
+  }
+  return out;
+}
+
 /** Sends SIGTERM and waits for the exit, at most the drain timeout plus a grace; then SIGKILL. */
 async function drainAndExit(hub: HubProcess): Promise<{ ms: number; code: number }> {
   const t = performance.now();
@@ -300,6 +313,7 @@ export async function haSessionsBench(opts: HaSessionsOptions): Promise<Row[]> {
   const sessions = opts.agents * 2;
   const args = ["--audit-log", `${dataDir}/audit.log`, "--drain-timeout", `${drainTimeoutS}s`];
   let hubs = await startReplicas(dataDir, 3, args);
+  const everyHub = [...hubs];
   const ports = hubs.map((h) => h.port);
   // An HAProxy holds two descriptors a connection and may not raise its limit past this machine's 20,000
   // (`ulimit -Hn`): the agents are spread over several, each with room for its share of the sessions, the
@@ -344,6 +358,7 @@ export async function haSessionsBench(opts: HaSessionsOptions): Promise<Row[]> {
       const [again] = await startReplicas(dataDir, 1, args, [ports[i]!], 3);
       startMs.push(performance.now() - t);
       hubs = hubs.map((h, j) => j === i ? again! : h);
+      everyHub.push(again!);
     }
     const lastStartedAt = performance.now();
     const back = await tally.waitForAll(() => hubs, opts.agents, sessionsUpTimeoutMs);
@@ -357,7 +372,7 @@ export async function haSessionsBench(opts: HaSessionsOptions): Promise<Row[]> {
       clustersUp: up,
       firstConnectS: s(connectMs),
       idleSessions,
-      idleKibPerSession: round((idleKiB - baseKiB) / sessions, 1),
+      idleKibPerSession: round((idleKiB - baseKiB) / idleSessions, 1),
       heapUsedMiB: round(mem.reduce((n, m) => n + m.heapUsed, 0) / 2 ** 20, 1),
       externalMiB: round(mem.reduce((n, m) => n + m.external, 0) / 2 ** 20, 1),
       agentsRssMiB: round(agentKiB / 1024, 1),
@@ -369,6 +384,8 @@ export async function haSessionsBench(opts: HaSessionsOptions): Promise<Row[]> {
       clustersBack: back,
       failed: opts.agents - back,
       nonZeroExits: exitCodes,
+      hubProblems: JSON.stringify(hubProblems(everyHub)),
+      agentProblems: JSON.stringify(agents.problems()),
     }];
   } finally {
     await agents.stop();

@@ -110,16 +110,13 @@ export interface Hub {
   close(): Promise<void>;
 }
 
-/** Whether a live peer that is not draining holds an agent of every cluster this replica holds. */
+/**
+ * Whether a live peer that is not draining serves every cluster this replica holds agents of (clusters
+ * whose agents here publish nothing are not waited for). One lookup per peer, whatever the cluster count.
+ */
 async function clustersHeldElsewhere(sessions: ClusterSessions, routes: PeerRoutes): Promise<boolean> {
-  for (const cluster of sessions.clusters()) {
-    const endpoint = sessions.of(cluster)[0]?.endpoints.keys().next().value;
-    if (endpoint === undefined) continue;
-    // A fresh answer each time: a cached one predates the move.
-    routes.forget(cluster, endpoint);
-    if (!(await routes.holders(cluster, endpoint)).some((h) => !h.draining)) return false;
-  }
-  return true;
+  const held = await routes.clustersHeld();
+  return sessions.clusters().every((c) => held.has(c) || sessions.of(c).every((a) => a.endpoints.size === 0));
 }
 
 /** Starts a hub from `config`. */

@@ -17,6 +17,20 @@ import { peerClientTls, type PeerIdentity, type PeerRequestHandler } from "./pee
 /** Path of route lookups on the peer link. */
 export const routeLookupPath = "/peer/v1/routes";
 
+/** Path of the held-clusters lookup: every cluster a replica serves, in one answer. */
+export const heldClustersPath = "/peer/v1/held";
+
+/** A replica's answer to a held-clusters lookup. */
+export interface HeldAnswer {
+  replica: string;
+  /**
+   * Clusters with an agent session here that is not late and has published at least one endpoint (an
+   * agent publishes everything right after it logs in, so such a session serves).
+   */
+  clusters: string[];
+  draining: boolean;
+}
+
 /** A replica's answer to a route lookup. */
 export interface RouteAnswer {
   replica: string;
@@ -45,6 +59,20 @@ export function answerRouteLookups(
 ): PeerRequestHandler {
   return (req, res, peer) => {
     const url = new URL(req.url ?? "/", "https://peer.invalid");
+    if (url.pathname === heldClustersPath && req.method === "GET") {
+      const now = Date.now();
+      const answer: HeldAnswer = {
+        replica: replicaId,
+        clusters: sessions.clusters().filter((c) =>
+          sessions.of(c).some((a) => a.endpoints.size > 0 && !a.isLate(now))
+        ),
+        draining: draining(),
+      };
+      const body = JSON.stringify(answer);
+      res.writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(body) });
+      res.end(body);
+      return true;
+    }
     if (url.pathname !== routeLookupPath) return false;
     const cluster = url.searchParams.get("cluster") ?? "";
     const endpoint = url.searchParams.get("endpoint") ?? "";
@@ -92,6 +120,8 @@ export interface PeerRoutesOptions {
   identity: PeerIdentity;
   /** Live peers (not this replica) with a peer address, from the leases. */
   peers(): ReplicaLease[];
+  /** Longest held-clusters answer read from one peer; {@link maxHeldAnswerBytes} when absent. */
+  maxHeldAnswerBytes?: number;
   log: Logger;
 }
 
@@ -101,6 +131,13 @@ const answerTtlMs = 2000;
 const lookupTimeoutMs = 1000;
 /** Longest lookup answer read. */
 const maxAnswerBytes = 16 * 1024;
+/**
+ * Longest held-clusters answer read by default: 16 MiB is over 250,000 cluster names of the longest kind
+ * (63 characters), far past the clusters one hub serves.
+ */
+const maxHeldAnswerBytes = 16 << 20;
+/** A peer that has not answered a held-clusters lookup by then counts as holding nothing. */
+const heldTimeoutMs = 5000;
 /** Most cached answers; the oldest go first. */
 const maxCachedAnswers = 4096;
 
@@ -131,6 +168,37 @@ export class PeerRoutes {
     return holders;
   }
 
+  /**
+   * Clusters that some live peer not draining serves now (see {@link HeldAnswer}): one lookup per peer,
+   * not cached, so a drain can tell when its agents have all moved without asking once per cluster.
+   */
+  async clustersHeld(): Promise<Set<string>> {
+    const peers = this.#opts.peers().filter((p) => p.peerAddress);
+    const answers = await Promise.all(
+      peers.map((p) =>
+        peerGet(
+          this.#opts.identity,
+          p.id,
+          p.peerAddress!,
+          heldClustersPath,
+          this.#opts.maxHeldAnswerBytes ?? maxHeldAnswerBytes,
+          heldTimeoutMs,
+        )
+          .then(parseHeldAnswer).catch((e) => {
+            this.#opts.log.info("held-clusters lookup failed", { peer: p.id, error: (e as Error).message });
+            return undefined;
+          })
+      ),
+    );
+    const held = new Set<string>();
+    answers.forEach((a, i) => {
+      // The answer must come from the replica the lease names (its certificate was checked for that name).
+      if (!a || a.draining || a.replica !== peers[i]!.id) return;
+      for (const c of a.clusters) held.add(c);
+    });
+    return held;
+  }
+
   /** Drops the cached answer for this key (its holder failed). */
   forget(cluster: string, endpoint: string, mode?: string): void {
     this.#answers.delete(`${cluster}|${endpoint}|${mode ?? ""}`);
@@ -141,10 +209,18 @@ export class PeerRoutes {
     const peers = this.#opts.peers().filter((p) => p.peerAddress);
     const answers = await Promise.all(
       peers.map((p) =>
-        lookup(this.#opts.identity, p.id, p.peerAddress!, `${routeLookupPath}?${query}`).catch((e) => {
-          this.#opts.log.info("route lookup failed", { peer: p.id, cluster, error: (e as Error).message });
-          return undefined;
-        })
+        peerGet(
+          this.#opts.identity,
+          p.id,
+          p.peerAddress!,
+          `${routeLookupPath}?${query}`,
+          maxAnswerBytes,
+          lookupTimeoutMs,
+        )
+          .then(parseRouteAnswer).catch((e) => {
+            this.#opts.log.info("route lookup failed", { peer: p.id, cluster, error: (e as Error).message });
+            return undefined;
+          })
       ),
     );
     const out: RouteHolder[] = [];
@@ -159,13 +235,36 @@ export class PeerRoutes {
   }
 }
 
-/** One route lookup on one peer. */
-function lookup(
+/** Checks the shape of a route answer. */
+function parseRouteAnswer(body: string): RouteAnswer {
+  const a = JSON.parse(body) as Partial<RouteAnswer>;
+  if (typeof a.replica !== "string" || !Number.isInteger(a.agents) || typeof a.draining !== "boolean") {
+    throw new Error("malformed route answer");
+  }
+  return a as RouteAnswer;
+}
+
+/** Checks the shape of a held-clusters answer. */
+export function parseHeldAnswer(body: string): HeldAnswer {
+  const a = JSON.parse(body) as Partial<HeldAnswer>;
+  if (
+    typeof a.replica !== "string" || typeof a.draining !== "boolean" || !Array.isArray(a.clusters) ||
+    !a.clusters.every((c) => typeof c === "string")
+  ) {
+    throw new Error("malformed held-clusters answer");
+  }
+  return a as HeldAnswer;
+}
+
+/** One GET on one peer: the body of a 200 answer, at most `maxBytes`, within `timeoutMs` of silence. */
+function peerGet(
   identity: PeerIdentity,
   replica: string,
   address: string,
   path: string,
-): Promise<RouteAnswer> {
+  maxBytes: number,
+  timeoutMs: number,
+): Promise<string> {
   const colon = address.lastIndexOf(":");
   return new Promise((resolve, reject) => {
     const req = https.request({
@@ -173,31 +272,26 @@ function lookup(
       port: Number(address.slice(colon + 1)),
       path,
       agent: false,
-      timeout: lookupTimeoutMs,
+      timeout: timeoutMs,
       ...peerClientTls(identity, replica),
     }, (res) => {
-      let body = Buffer.alloc(0);
+      const chunks: Uint8Array[] = [];
+      let size = 0;
       res.on("data", (c: Uint8Array) => {
-        body = Buffer.concat([body, c]);
-        if (body.length > maxAnswerBytes) req.destroy(new Error("oversized route answer"));
+        chunks.push(c);
+        size += c.length;
+        if (size <= maxBytes) return;
+        // Settled here: the rest of an answer already received may still end the response normally.
+        reject(new Error(`answer over ${maxBytes} bytes`));
+        req.destroy();
       });
       res.on("end", () => {
-        try {
-          if (res.statusCode !== 200) throw new Error(`status ${res.statusCode}`);
-          const a = JSON.parse(body.toString("utf8")) as Partial<RouteAnswer>;
-          if (
-            typeof a.replica !== "string" || !Number.isInteger(a.agents) || typeof a.draining !== "boolean"
-          ) {
-            throw new Error("malformed route answer");
-          }
-          resolve(a as RouteAnswer);
-        } catch (e) {
-          reject(e);
-        }
+        if (res.statusCode !== 200) return reject(new Error(`status ${res.statusCode}`));
+        resolve(Buffer.concat(chunks, size).toString("utf8"));
       });
       res.on("error", reject);
     });
-    req.on("timeout", () => req.destroy(new Error("route lookup timed out")));
+    req.on("timeout", () => req.destroy(new Error("peer lookup timed out")));
     req.on("error", reject);
     req.end();
   });

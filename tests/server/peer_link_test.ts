@@ -148,6 +148,21 @@ Deno.test("peer link: a user's hub-CA certificate is refused, only a live replic
       peerClientTls(asA, replicaOf(b)),
     );
     assert.ok("status" in bad && bad.status === 400, JSON.stringify(bad));
+
+    // The held-clusters lookup (a drain asks it once per peer, whatever the cluster count): A serves
+    // alpha, B nothing; through the same checks as a route lookup.
+    const held = await peerGet(
+      peerPort(a),
+      "/peer/v1/held",
+      peerClientTls(await peerIdentity(peerCa, replicaOf(b)), replicaOf(a)),
+    );
+    assert.ok("status" in held && held.status === 200, JSON.stringify(held));
+    assert.deepEqual(JSON.parse(held.body), { replica: replicaOf(a), clusters: ["alpha"], draining: false });
+    const heldB = await peerGet(peerPort(b), "/peer/v1/held", peerClientTls(asA, replicaOf(b)));
+    assert.ok("status" in heldB && heldB.status === 200, JSON.stringify(heldB));
+    assert.deepEqual(JSON.parse(heldB.body).clusters, []);
+    const heldImposter = await peerGet(peerPort(b), "/peer/v1/held", peerClientTls(imposter, replicaOf(b)));
+    assert.ok("status" in heldImposter && heldImposter.status === 403, JSON.stringify(heldImposter));
   } finally {
     await agent?.stop();
     for (const h of hubs) await h.stop();
