@@ -12,7 +12,7 @@
 
 import { Buffer } from "node:buffer";
 import YAML from "yaml";
-import { registerClusters, round, type Row, rssKiB, startManyAgents } from "./_util.ts";
+import { cpuSeconds, registerClusters, round, type Row, rssKiB, startManyAgents } from "./_util.ts";
 import { runJob } from "./proxy_bench.ts";
 import type { Target } from "./kube_load.ts";
 import { startClusters, type TestCluster } from "../tests/cluster/cluster.ts";
@@ -293,13 +293,21 @@ function hubProblems(hubs: HubProcess[]): Record<string, number> {
 }
 
 /** Sends SIGTERM and waits for the exit, at most the drain timeout plus a grace; then SIGKILL. */
-async function drainAndExit(hub: HubProcess): Promise<{ ms: number; code: number }> {
+async function drainAndExit(hub: HubProcess): Promise<{ ms: number; code: number; cpuS: number }> {
   const t = performance.now();
+  let cpuS = cpuSeconds(hub.child.pid);
   hub.signal("SIGTERM");
+  // The CPU the drain itself spends, read until the process is gone (bounded by the kill below).
+  const reader = setInterval(() => {
+    try {
+      cpuS = cpuSeconds(hub.child.pid);
+    } catch { /* exited */ }
+  }, 200);
   const killer = setTimeout(() => hub.signal("SIGKILL"), drainTimeoutS * 1000 + exitGraceMs);
   const status = await hub.exited;
   clearTimeout(killer);
-  return { ms: performance.now() - t, code: status.code };
+  clearInterval(reader);
+  return { ms: performance.now() - t, code: status.code, cpuS };
 }
 
 /**
@@ -334,10 +342,16 @@ export async function haSessionsBench(opts: HaSessionsOptions): Promise<Row[]> {
     perProcess: opts.agentsPerProcess,
     dir: dataDir,
   });
+  // CPU seconds the replicas and the agents spent (the processes alive now; a drained replica's own
+  // is read just before it is stopped).
+  const cpu = (procs: number[]) => procs.reduce((n, pid) => n + cpuSeconds(pid), 0);
+  let hubCpuGone = 0;
   try {
     const t0 = performance.now();
+    const cpu0 = { hubs: cpu(hubs.map((h) => h.child.pid)), agents: cpu(agents.pids) };
     const up = await tally.waitForAll(() => hubs, opts.agents, sessionsUpTimeoutMs);
     const connectMs = performance.now() - t0;
+    const cpu1 = { hubs: cpu(hubs.map((h) => h.child.pid)), agents: cpu(agents.pids) };
     // Idle a while: the connection storm's garbage is collected, keepalives keep flowing.
     await new Promise((r) => setTimeout(r, 15_000));
     const idleKiB = hubs.reduce((n, h) => n + rssKiB(h.child.pid), 0);
@@ -345,12 +359,14 @@ export async function haSessionsBench(opts: HaSessionsOptions): Promise<Row[]> {
     const mem = await Promise.all(hubs.map(memoryOf));
     const agentKiB = agents.pids.reduce((n, pid) => n + rssKiB(pid), 0);
     const rollAt = performance.now();
+    const cpu2 = { hubs: cpu(hubs.map((h) => h.child.pid)), agents: cpu(agents.pids) };
     const drainMs: number[] = [];
     const asked: number[] = [];
     const startMs: number[] = [];
     let exitCodes = 0;
     for (let i = 0; i < 3; i++) {
-      const { ms, code } = await drainAndExit(hubs[i]!);
+      const { ms, code, cpuS } = await drainAndExit(hubs[i]!);
+      hubCpuGone += cpuS;
       drainMs.push(ms);
       asked.push(Number(hubs[i]!.lines.find((l) => l.msg === "hub drained")?.agentsAsked ?? -1));
       exitCodes += code;
@@ -363,6 +379,7 @@ export async function haSessionsBench(opts: HaSessionsOptions): Promise<Row[]> {
     const lastStartedAt = performance.now();
     const back = await tally.waitForAll(() => hubs, opts.agents, sessionsUpTimeoutMs);
     const rollMs = performance.now() - rollAt;
+    const cpu3 = { hubs: cpu(hubs.map((h) => h.child.pid)) + hubCpuGone, agents: cpu(agents.pids) };
     const s = (ms: number) => round(ms / 1000, 1);
     return [{
       scenario: "ha",
@@ -376,7 +393,11 @@ export async function haSessionsBench(opts: HaSessionsOptions): Promise<Row[]> {
       heapUsedMiB: round(mem.reduce((n, m) => n + m.heapUsed, 0) / 2 ** 20, 1),
       externalMiB: round(mem.reduce((n, m) => n + m.external, 0) / 2 ** 20, 1),
       agentsRssMiB: round(agentKiB / 1024, 1),
+      firstConnectCpuS: `hubs ${round(cpu1.hubs - cpu0.hubs, 1)}, agents ${
+        round(cpu1.agents - cpu0.agents, 1)
+      }`,
       rollingRestartS: s(rollMs),
+      rollCpuS: `hubs ${round(cpu3.hubs - cpu2.hubs, 1)}, agents ${round(cpu3.agents - cpu2.agents, 1)}`,
       drainS: drainMs.map(s).join("/"),
       sessionsMoved: asked.join("/"),
       startS: startMs.map(s).join("/"),
