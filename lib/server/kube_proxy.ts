@@ -14,7 +14,7 @@ import type { AuthMode, RegistryData } from "../registry/mod.ts";
 import { isDiscoveryPath, refuseWithStatus, sendStatus } from "../kube/status.ts";
 import { longRunningKind } from "../kube/long_running.ts";
 import { isUpgrade, type ProxyOutcome, type Responder, ReverseProxy } from "../proxy/mod.ts";
-import { eofFramed, eofFramedUpgrade, splice } from "../tunnel/mod.ts";
+import { eofFramed, eofFramedUpgrade, splice, windDownEvent } from "../tunnel/mod.ts";
 import { NoAgentError, UnsuitableAgentError } from "./cluster_sessions.ts";
 import type { ChannelRouter } from "./channel_router.ts";
 import type { RoutedChannel } from "./peer_channels.ts";
@@ -270,7 +270,20 @@ export function kubeProxy(deps: KubeProxyDeps): {
             `HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: ${eofFramedUpgrade}\r\n\r\n`,
           );
           if (head.length) socket.unshift(head);
-          splice(eofFramed(socket), routed.channel, (stats) => {
+          const framed = eofFramed(socket);
+          // Wound down (a drain here, or of the peer relaying the channel), the stream ends as its framing
+          // says: an EOF frame after the last whole frame, the TCP end of what the Service sent; what the
+          // Service sends after it is dropped. The client's own end then closes the stream.
+          const windDown = () => {
+            if (framed.writableEnded) return;
+            routed.channel.unpipe(framed);
+            routed.channel.resume();
+            framed.end();
+          };
+          socket.once(windDownEvent, windDown);
+          routed.channel.once(windDownEvent, windDown);
+          splice(framed, routed.channel, (stats) => {
+            socket.off(windDownEvent, windDown);
             t.untrack();
             const outcome = {
               status: 101,

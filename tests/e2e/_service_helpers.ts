@@ -5,6 +5,9 @@
  */
 
 import https from "node:https";
+import tls from "node:tls";
+import { Buffer } from "node:buffer";
+import { eofFramedUpgrade } from "../../lib/tunnel/mod.ts";
 import YAML from "yaml";
 import { type Backend, spawnListening } from "./tower_env.ts";
 import type { TestCluster } from "../cluster/cluster.ts";
@@ -121,4 +124,41 @@ export async function tlsOfKubeconfig(kubeconfig: string, ca: string): Promise<T
     cert: atob(kc.users[0].user["client-certificate-data"]),
     key: atob(kc.users[0].user["client-key-data"]),
   };
+}
+
+/** Opens a TLS connection to the hub and sends `head`; resolves with the socket and the response head. */
+export function rawUpgrade(
+  port: number,
+  creds: Tls,
+  head: string,
+): Promise<{ socket: tls.TLSSocket; status: number }> {
+  return new Promise((resolve, reject) => {
+    const socket = tls.connect({ host: "127.0.0.1", port, ...creds, servername: "localhost" });
+    let got = Buffer.alloc(0);
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error("no upgrade answer in 20 s"));
+    }, 20_000);
+    const onData = (c: Uint8Array) => {
+      got = Buffer.concat([got, c]);
+      const end = got.indexOf("\r\n\r\n");
+      if (end < 0) return;
+      clearTimeout(timer);
+      socket.off("data", onData);
+      const rest = got.subarray(end + 4);
+      if (rest.length) socket.unshift(rest);
+      resolve({ socket, status: Number(/^HTTP\/1\.1 (\d{3})/.exec(got.toString("latin1"))?.[1]) });
+    };
+    socket.on("data", onData);
+    socket.once("secureConnect", () => socket.write(head));
+    socket.once("error", (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+  });
+}
+
+/** The request head of a framed-TCP upgrade to a Service port. */
+export function framedHead(path: string): string {
+  return `GET ${path} HTTP/1.1\r\nHost: hub\r\nConnection: Upgrade\r\nUpgrade: ${eofFramedUpgrade}\r\n\r\n`;
 }

@@ -11,28 +11,42 @@ import https from "node:https";
 import { Buffer } from "node:buffer";
 import YAML from "yaml";
 import { spawnListening, startTowerEnv } from "./tower_env.ts";
+import {
+  framedHead,
+  rawUpgrade,
+  serviceWithSlice,
+  startBackend,
+  tlsOfKubeconfig,
+} from "./_service_helpers.ts";
+import { eofFramed } from "../../lib/tunnel/mod.ts";
 import { type HubProcess, replicaOf, startHub } from "../helpers/tower_procs.ts";
 import { type Running, running, streamPaths } from "./_kubectl_helpers.ts";
 import { eventually } from "../helpers/wait.ts";
 
 const clusterName = "drainstreams";
 
-Deno.test("SIGTERM: exec and port-forward end with their protocol's close; kubectl says so and exits", async () => {
-  const env = await startTowerEnv({ clusters: [clusterName], hubArgs: ["--drain-timeout", "20s"] });
+Deno.test("SIGTERM: exec and port-forward end with their protocol's close; kubectl says so and exits; a forward gets its EOF frame", async () => {
+  const env = await startTowerEnv({
+    clusters: [clusterName],
+    agentArgs: ["--services-namespaces", "web"],
+    hubArgs: ["--drain-timeout", "20s"],
+  });
   const started: Running[] = [];
-  let backend: { stop(): Promise<void> } | undefined;
+  const backends: { stop(): Promise<void> }[] = [];
   const conns: Deno.Conn[] = [];
   try {
     const cluster = env.clusters.get(clusterName)!;
     const kc = await env.addUser("root", ["system:masters"], ["*"]);
     await cluster.createPod("box");
     const echoPort = cluster.forwardPorts[0]!;
-    backend = await spawnListening(
-      cluster,
-      `import net from "node:net";
+    backends.push(
+      await spawnListening(
+        cluster,
+        `import net from "node:net";
        net.createServer({ allowHalfOpen: true }, (s) => { s.on("error", () => {}); s.pipe(s); })
          .listen(${echoPort}, "0.0.0.0", () => console.log("listening"));`,
-      "echo",
+        "echo",
+      ),
     );
     const spawn = (args: string[], extraEnv: Record<string, string>, stdin: "piped" | "null") => {
       const r = running(
@@ -78,12 +92,43 @@ Deno.test("SIGTERM: exec and port-forward end with their protocol's close; kubec
       forwards.push(pf);
     }
 
+    // A framed TCP stream to a Service port (what `main_server.ts forward` opens), with bytes sent.
+    backends.push(await startBackend(cluster, "bufecho", 9000));
+    assert.equal((await cluster.kubectl(["create", "namespace", "web"])).code, 0);
+    const applied = await cluster.kubectl(["apply", "-f", "-"], {
+      stdin: JSON.stringify({
+        apiVersion: "v1",
+        kind: "List",
+        items: serviceWithSlice(cluster, "web", "echo", 9000, 9000),
+      }),
+    });
+    assert.equal(applied.code, 0, applied.stderr);
+    const creds = await tlsOfKubeconfig(kc, await Deno.readTextFile(env.added.get(clusterName)!.caFile));
+    const forwardPath = `/clusters/${clusterName}/services/web/echo:9000`;
+    // The Service is published once the agent's informer has it.
+    const socket = await eventually(20_000, async () => {
+      const { socket, status } = await rawUpgrade(env.hub.port, creds, framedHead(forwardPath));
+      if (status !== 101) socket.destroy();
+      assert.equal(status, 101);
+      return socket;
+    });
+    const forward = eofFramed(socket);
+    const forwardEnded = new Promise<string>((resolve) => {
+      forward.once("end", () => resolve("end"));
+      forward.once("error", (e: Error) => resolve(`error: ${e.message}`));
+    });
+    forward.resume();
+    await new Promise<void>((r) => forward.write("sent before the drain", () => r()));
+
     const from = env.hub.lines.length;
     env.hub.signal("SIGTERM");
     const status = await env.hub.exited;
     assert.equal(status.code, 0, env.hub.dump());
     const drained = await env.hub.waitForMsg("hub drained", 1000, from);
-    assert.equal(drained.longRunningEnded, 4, JSON.stringify(drained));
+    assert.equal(drained.longRunningEnded, 5, JSON.stringify(drained));
+    // The forward's reading side ended with the EOF frame, not with a connection that stopped.
+    assert.equal(await forwardEnded, "end");
+    forward.destroy();
 
     // WebSocket: kubectl reads the Close frame and names it. SPDY: after the GOAWAY its streams end and it
     // exits as after a normal end. A connection that merely stopped would read as EOF or close 1006.
@@ -104,7 +149,7 @@ Deno.test("SIGTERM: exec and port-forward end with their protocol's close; kubec
       } catch { /* closed */ }
     }
     for (const r of started) await r.stop().catch(() => {});
-    await backend?.stop();
+    for (const b of backends) await b.stop();
     await env.stop();
   }
 });

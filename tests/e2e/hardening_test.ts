@@ -5,18 +5,23 @@
  */
 
 import assert from "node:assert/strict";
-import tls from "node:tls";
 import dgram from "node:dgram";
 import { Buffer } from "node:buffer";
 import { auditLines, type Backend, spawnListening, startTowerEnv, type TowerEnv } from "./tower_env.ts";
 import { eventually, within } from "../helpers/wait.ts";
-import { hubRequest, serviceWithSlice, startBackend, type Tls, tlsOfKubeconfig } from "./_service_helpers.ts";
+import {
+  framedHead,
+  hubRequest,
+  rawUpgrade,
+  serviceWithSlice,
+  startBackend,
+  tlsOfKubeconfig,
+} from "./_service_helpers.ts";
 import {
   AuthRefusedError,
   connectHub,
   dialTunnel,
   eofFramed,
-  eofFramedUpgrade,
   maxEofFrameLength,
 } from "../../lib/tunnel/mod.ts";
 import { logger } from "../../lib/log/log.ts";
@@ -24,43 +29,6 @@ import { patternChunk } from "../helpers/net_servers.ts";
 import { serverCommand } from "../helpers/tower_procs.ts";
 import { running } from "./_kubectl_helpers.ts";
 import YAML from "yaml";
-
-/** Opens a TLS connection to the hub and sends `head`; resolves with the socket and the response head. */
-function rawUpgrade(
-  port: number,
-  creds: Tls,
-  head: string,
-): Promise<{ socket: tls.TLSSocket; status: number }> {
-  return new Promise((resolve, reject) => {
-    const socket = tls.connect({ host: "127.0.0.1", port, ...creds, servername: "localhost" });
-    let got = Buffer.alloc(0);
-    const timer = setTimeout(() => {
-      socket.destroy();
-      reject(new Error("no upgrade answer in 20 s"));
-    }, 20_000);
-    const onData = (c: Uint8Array) => {
-      got = Buffer.concat([got, c]);
-      const end = got.indexOf("\r\n\r\n");
-      if (end < 0) return;
-      clearTimeout(timer);
-      socket.off("data", onData);
-      const rest = got.subarray(end + 4);
-      if (rest.length) socket.unshift(rest);
-      resolve({ socket, status: Number(/^HTTP\/1\.1 (\d{3})/.exec(got.toString("latin1"))?.[1]) });
-    };
-    socket.on("data", onData);
-    socket.once("secureConnect", () => socket.write(head));
-    socket.once("error", (e) => {
-      clearTimeout(timer);
-      reject(e);
-    });
-  });
-}
-
-/** The request head of a framed-TCP upgrade to a Service port. */
-function framedHead(path: string): string {
-  return `GET ${path} HTTP/1.1\r\nHost: hub\r\nConnection: Upgrade\r\nUpgrade: ${eofFramedUpgrade}\r\n\r\n`;
-}
 
 /** Resident memory of a process, in bytes. */
 async function rssOf(pid: number): Promise<number> {
