@@ -23,6 +23,7 @@ import type { Dispatcher } from "undici";
 import { splice, windDownEvent } from "../tunnel/mod.ts";
 import type { DuplexClients, Lease } from "./duplex_clients.ts";
 import { endToEndHeaders, headerRecord, rawResponseHead } from "./hop_headers.ts";
+import { type MessageFraming, messageFraming } from "./message_framing.ts";
 import { ClosingSocket, framedProtocol } from "./upgrade_close.ts";
 
 /** Where one request goes and what it looks like there. */
@@ -32,11 +33,11 @@ export interface ProxyTarget<C> {
   /** End-to-end headers, already rewritten for the target. */
   headers: http.OutgoingHttpHeaders;
   /**
-   * For a stream of delimited messages (a watch: one JSON event a line), the byte that ends each one. A
-   * 2xx streamed answer is then wound down at the first such byte after it is asked to, never in the
-   * middle of a message.
+   * Whether a 2xx streamed answer is a stream of messages that may be wound down between two of them (a
+   * watch, a followed log; the client resumes it), when its `Content-Type` says where messages end
+   * (message_framing.ts). Never in the middle of a message.
    */
-  messageEnd?: number;
+  endsBetweenMessages?: boolean;
   /**
    * Whether a wound-down upgraded stream is closed as its protocol says (a WebSocket Close, a SPDY GOAWAY)
    * at a frame boundary. Following the frames costs a little, so only where a stream can be wound down.
@@ -223,10 +224,9 @@ export class ReverseProxy {
       let clientGone = false;
       let abort: ((e: Error) => void) | undefined;
       let relay: BodyRelay | undefined;
-      // Wind-down: `delimited` once a 2xx streamed answer of messages started; `lastByte` is the last
-      // byte relayed; `woundDown` once it was ended at a boundary (and its upstream aborted).
-      let delimited = false;
-      let lastByte: number | undefined;
+      // Wind-down: `framing` once a 2xx streamed answer of messages started; `woundDown` once it was
+      // ended at a boundary (and its upstream aborted).
+      let framing: MessageFraming | undefined;
       let windingDown = false;
       let woundDown = false;
       const endAtBoundary = () => {
@@ -240,7 +240,7 @@ export class ReverseProxy {
         if (windingDown || settled) return;
         windingDown = true;
         // Anything but a stream of messages finishes by itself (or is cut when its upstream goes).
-        if (delimited && (lastByte === undefined || lastByte === target.messageEnd)) endAtBoundary();
+        if (framing?.atBoundary) endAtBoundary();
       };
       const onClose = () => {
         if (res.writableFinished) return;
@@ -278,27 +278,32 @@ export class ReverseProxy {
           outcome.status = status;
           const raw = strings(rawHeaders);
           relayHead(res, method, status, statusText, raw);
-          const length = Number(endToEndHeaders(raw)["content-length"]);
+          const headers = endToEndHeaders(raw);
+          const length = Number(headers["content-length"]);
           relay = new BodyRelay(res, length, resume);
-          delimited = target.messageEnd !== undefined && status < 300 && Number.isNaN(length);
+          if (target.endsBetweenMessages && status < 300 && Number.isNaN(length)) {
+            framing = messageFraming(
+              String(headers["content-type"] ?? ""),
+              String(headers["content-encoding"] ?? ""),
+            );
+          }
           // Asked before the answer came: it ends before its first message.
-          if (windingDown && delimited) queueMicrotask(endAtBoundary);
+          if (windingDown && framing) queueMicrotask(endAtBoundary);
           return true;
         },
         onData: (chunk) => {
           if (woundDown) return false;
-          if (windingDown && delimited) {
-            const at = chunk.indexOf(target.messageEnd!);
-            if (at >= 0) {
+          if (framing) {
+            const n = framing.take(chunk, windingDown);
+            if (windingDown && framing.atBoundary) {
               // The rest of the message in progress goes out, nothing after it.
-              outcome.bytesOut += at + 1;
-              relay!.data(chunk.subarray(0, at + 1));
+              outcome.bytesOut += n;
+              if (n) relay!.data(chunk.subarray(0, n));
               endAtBoundary();
               return false;
             }
           }
           outcome.bytesOut += chunk.length;
-          if (chunk.length) lastByte = chunk[chunk.length - 1];
           return relay!.data(chunk);
         },
         onComplete: (trailers) => {

@@ -37,15 +37,11 @@ export interface KubeProxyDeps {
   streams: OpenStreams;
 }
 
-/** Ends each message of a watch (one JSON event a line) and each line of `logs -f`. */
-const newline = 0x0a;
-
 /**
- * Whether a request's answer is a stream of newline-ended messages that a drain may end between two of
- * them (the client then resumes it): a watch, or a followed log. A finite log is not: ended early it would
- * look complete.
+ * Whether a request's answer is a stream of messages that a drain may end between two of them (the client
+ * then resumes it): a watch, or a followed log. A finite log is not: ended early it would look complete.
  */
-function newlineDelimited(method: string, path: string): boolean {
+function endsBetweenMessages(method: string, path: string): boolean {
   const kind = longRunningKind(method, path);
   return kind === "watch" || (kind === "log" && /[?&]follow=(true|1)(&|$)/.test(path));
 }
@@ -140,7 +136,7 @@ export function kubeProxy(deps: KubeProxyDeps): {
         upstream: upstreams.api(r.cluster, mode),
         path: r.path,
         headers: identityHeaders(req.rawHeaders, mode, who, remote),
-        ...(newlineDelimited(req.method ?? "GET", r.path) ? { messageEnd: newline } : {}),
+        endsBetweenMessages: endsBetweenMessages(req.method ?? "GET", r.path),
         framedClose: true,
       };
 

@@ -25,8 +25,8 @@ interface Seen {
   clean: boolean;
 }
 
-/** Runs one scenario: client → node:http → ReverseProxy (messageEnd newline) → framed TCP → upstream. */
-async function scenario(script: Script): Promise<Seen> {
+/** Runs one scenario: client → node:http → ReverseProxy (a watch) → framed TCP → upstream. */
+async function scenario(script: Script, contentType = "application/json"): Promise<Seen> {
   let upstreamDone: Promise<void> = Promise.resolve();
   let body = "";
   const waiters = new Set<() => void>();
@@ -46,7 +46,7 @@ async function scenario(script: Script): Promise<Seen> {
     const framed = eofFramed(s);
     framed.on("error", () => {});
     framed.once("data", () => {
-      framed.write("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n");
+      framed.write(`HTTP/1.1 200 OK\r\nContent-Type: ${contentType}\r\nTransfer-Encoding: chunked\r\n\r\n`);
       upstreamDone = script.upstream(framed, seen, () => localWindDown());
     });
   });
@@ -62,7 +62,7 @@ async function scenario(script: Script): Promise<Seen> {
   const proxy = new ReverseProxy(statusResponder("backend: "));
   const server = http.createServer((req, res) => {
     localWindDown = () => res.emit(windDownEvent);
-    void proxy.request(req, res, { upstream, path: "/watch", headers: {}, messageEnd: 0x0a });
+    void proxy.request(req, res, { upstream, path: "/watch", headers: {}, endsBetweenMessages: true });
   });
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
   try {
@@ -169,6 +169,41 @@ Deno.test("wind-down: without the notice, an upstream that ends (EOF) or dies ri
     });
     assert.deepEqual(got, { body: '{"n":1}\n', clean: false }, lose);
   }
+});
+
+Deno.test("wind-down: a protobuf watch ends after the frame in progress, whatever bytes its payload holds", async () => {
+  // Each frame: a 4-byte big-endian length, then the payload (here with newlines inside, as protobuf may).
+  const frame = (payload: string) => {
+    const head = new Uint8Array(4);
+    new DataView(head.buffer).setUint32(0, payload.length);
+    return new TextDecoder("latin1").decode(head) + payload;
+  };
+  const one = frame("a\nb\n"), two = frame("c\n\nd"), three = frame("e");
+  const got = await scenario({
+    upstream: async (framed, seen) => {
+      framed.write(chunk(one + two.slice(0, 6)));
+      await seen(two.slice(0, 6));
+      framed.windDown();
+      framed.write(chunk(two.slice(6) + three));
+      await closed(framed);
+    },
+  }, "application/vnd.kubernetes.protobuf;stream=watch");
+  assert.deepEqual(got, { body: one + two, clean: true });
+});
+
+Deno.test("wind-down: a stream whose messages cannot be told apart is not wound down (cut with its upstream)", async () => {
+  const got = await scenario({
+    upstream: async (framed, seen) => {
+      framed.write(chunk("x\n"));
+      await seen("x\n");
+      framed.windDown();
+      framed.write(chunk("y\n"));
+      await seen("y\n");
+      framed.end();
+      await closed(framed);
+    },
+  }, "application/cbor-seq");
+  assert.deepEqual(got, { body: "x\ny\n", clean: false });
 });
 
 Deno.test("wind-down: an upgraded WebSocket relayed through a draining replica gets Close 1001 after the frame in progress", async () => {
