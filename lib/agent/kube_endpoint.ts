@@ -12,7 +12,7 @@ import type { Duplex } from "node:stream";
 import type { Logger } from "../log/log.ts";
 import { longRunningKind } from "../kube/long_running.ts";
 import type { Endpoint } from "../tunnel/mod.ts";
-import { DuplexClients, endToEndHeaders, isUpgrade, ReverseProxy } from "../proxy/mod.ts";
+import { DuplexClients, duplexConnections, endToEndHeaders, isUpgrade, ReverseProxy } from "../proxy/mod.ts";
 import { refuseWithStatus, sendStatus, statusResponder } from "../kube/status.ts";
 import { dialTls } from "./endpoints.ts";
 import { TokenFile } from "./token_file.ts";
@@ -118,16 +118,17 @@ export function kubeEndpoint(cfg: KubeEndpointConfig): Endpoint & { close(): voi
   server.headersTimeout = 0;
   server.keepAliveTimeout = 0;
   server.timeout = 0;
+  const connections = duplexConnections(server);
 
   return {
     // The first channel waits for the first read of the token; later ones never touch the disk.
     open: async () => {
       await token.ready();
-      return (channel: Duplex) => void server.emit("connection", channel);
+      return connections.serve;
     },
     close: () => {
       apiserver.close();
-      server.close();
+      connections.close();
     },
   };
 }

@@ -6,6 +6,7 @@ export {
   type DuplexClientsOptions,
   type Lease,
 } from "./duplex_clients.ts";
+export { type DuplexConnections, duplexConnections } from "./duplex_server.ts";
 export { endToEndHeaders, headerRecord, isUpgrade, rawResponseHead } from "./hop_headers.ts";
 export { type ProxyOutcome, type ProxyTarget, type Responder, ReverseProxy } from "./reverse_proxy.ts";
 export { writeRawResponse } from "./raw_response.ts";

@@ -21,6 +21,15 @@ export class ChannelRouter {
   }
 
   /**
+   * Whether a channel's agent session (on this replica) carries clearly more channels to `endpoint` than
+   * another that accepts `mode` (see ClusterSessions.crowded). A relayed channel never is: its peer chose.
+   */
+  crowded(c: RoutedChannel, endpoint: string, mode?: string): boolean {
+    return c.agent !== undefined &&
+      this.#sessions.crowded(c.agent, endpoint, mode ? acceptsMode(mode) : undefined);
+  }
+
+  /**
    * A channel to `endpoint` of `cluster` (on an agent accepting `mode`, when given). Rejects with
    * NoAgentError when no replica can open one, or with UnsuitableAgentError (message `unsuitable`, `%s`
    * standing for the cluster) when this replica's agents publish the endpoint but none accepts `mode`

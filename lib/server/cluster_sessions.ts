@@ -95,6 +95,17 @@ export class ClusterSessions {
   }
 
   /**
+   * Whether `agent` holds more than one channel more than the agent {@link pick} would choose now. A
+   * kept-alive connection on a crowded agent is closed rather than reused, so the next connection goes to
+   * the other: without it, an agent that joins later (or comes back) would get no requests while the
+   * others' kept-alive connections stay busy.
+   */
+  crowded(agent: AgentConnection, endpoint: string, suits?: (a: AgentConnection) => boolean): boolean {
+    const best = this.pick(agent.cluster, endpoint, undefined, suits);
+    return best !== undefined && best !== agent && agent.openChannels > best.openChannels + 1;
+  }
+
+  /**
    * Opens a channel to `endpoint` on some agent of `cluster` that `suits`, trying the next best agent
    * when one refuses (e.g. it could not dial). Rejects with NoAgentError when none can.
    */

@@ -20,7 +20,8 @@ export type ChannelClients = DuplexClients<RoutedChannel>;
 
 /**
  * A kept-alive channel may take another request while it is open and, on a local agent session, while
- * that agent is connected and not late. A relayed channel closes when its peer or the peer's agent goes.
+ * that agent is connected and not late (and not crowded: see ChannelRouter.crowded). A relayed channel
+ * closes when its peer or the peer's agent goes.
  */
 function usable(c: RoutedChannel): boolean {
   return !c.channel.destroyed && (c.agent === undefined || (!c.agent.closed && !c.agent.isLate()));
@@ -57,7 +58,7 @@ export class ClusterUpstreams {
           const routed = await reserve.take();
           return { duplex: routed.channel, carrier: routed };
         },
-        usable,
+        usable: (c) => usable(c) && !this.#channels.crowded(c, kubernetesEndpoint, mode),
       });
       this.#api.set(key, clients);
     }
@@ -77,7 +78,7 @@ export class ClusterUpstreams {
           const routed = await this.#channels.openChannel(cluster, endpoint);
           return { duplex: routed.channel, carrier: routed };
         },
-        usable,
+        usable: (c) => usable(c) && !this.#channels.crowded(c, endpoint),
         maxIdle: 8,
       });
       if (this.#services.size >= maxServicePools) {
