@@ -30,7 +30,10 @@ export type Dial<C> = () => Promise<Dialed<C>>;
 /** Options for {@link DuplexClients}. */
 export interface DuplexClientsOptions<C> {
   dial: Dial<C>;
-  /** Whether an idle client's carrier may take another request (e.g. its agent is not draining). */
+  /**
+   * Whether a client's carrier may take another request (e.g. its agent is not draining): asked when a
+   * request ends and when an idle client is taken.
+   */
   usable?: (carrier: C) => boolean;
   /** Idle clients kept for reuse; more are closed when their request ends. */
   maxIdle?: number;
@@ -79,10 +82,14 @@ export class DuplexClients<C> {
     return this.#idle.length;
   }
 
-  /** The most recently used idle client, else a new one (which dials on its first request). */
-  acquire(): Lease<C> {
+  /**
+   * The most recently used idle client, else a new one (which dials on its first request). `fresh` skips
+   * the idle ones: a request sent again after its kept-alive connection failed should not meet another
+   * connection that died of the same cause (the agent session or peer behind them going away).
+   */
+  acquire(fresh = false): Lease<C> {
     let slot: Slot<C> | undefined;
-    while ((slot = this.#idle.pop())) {
+    while (!fresh && (slot = this.#idle.pop())) {
       const usable = this.#opts.usable;
       if (slot.windingDown || (slot.carrier !== undefined && usable && !usable(slot.carrier))) {
         void slot.client.destroy().catch(() => {});
@@ -114,9 +121,11 @@ export class DuplexClients<C> {
         if (released) return;
         released = true;
         slot.onWindDown = undefined;
-        if (
-          reusable && !slot.windingDown && !this.#closed && this.#idle.length < (this.#opts.maxIdle ?? 32)
-        ) {
+        const usable = this.#opts.usable;
+        const keep = reusable && !slot.windingDown && !this.#closed &&
+          this.#idle.length < (this.#opts.maxIdle ?? 32) &&
+          (slot.carrier === undefined || !usable || usable(slot.carrier));
+        if (keep) {
           this.#idle.push(slot);
         } else void slot.client.destroy().catch(() => {});
       },

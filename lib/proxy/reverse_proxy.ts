@@ -188,9 +188,9 @@ export class ReverseProxy {
   /**
    * Proxies a plain request; `res` gets the upstream's status, headers, body and trailers as they arrive.
    * A request without a body whose connection fails before any answer (it went stale, its agent or the
-   * peer relaying it went away) is sent again on another, up to {@link maxAttempts} times in all: a
-   * reused connection, or one opened ahead of need, may have died just before it was taken. A connection
-   * that could not be opened at all is not tried again.
+   * peer relaying it went away) is sent again on a new connection, up to {@link maxAttempts} times in all:
+   * a reused connection, or one opened ahead of need, may have died just before it was taken. A
+   * connection that could not be opened at all is not tried again.
    */
   async request<C>(
     req: http.IncomingMessage,
@@ -200,7 +200,7 @@ export class ReverseProxy {
     const outcome: ProxyOutcome<C> = { status: 0, bytesIn: 0, bytesOut: 0, upgraded: false };
     const withBody = hasBody(req);
     for (let attempt = 0;; attempt++) {
-      const lease = target.upstream.acquire();
+      const lease = target.upstream.acquire(attempt > 0);
       const mayRetry = attempt + 1 < maxAttempts;
       const retry = await this.#exchange(req, res, target, lease, withBody, outcome, mayRetry);
       if (!retry) return outcome;

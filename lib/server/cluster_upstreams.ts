@@ -19,12 +19,12 @@ import type { ServiceRef } from "./kube_route.ts";
 export type ChannelClients = DuplexClients<RoutedChannel>;
 
 /**
- * A kept-alive channel may take another request while it is open and, on a local agent session, while
- * that agent is connected and not late (and not crowded: see ChannelRouter.crowded). A relayed channel
- * closes when its peer or the peer's agent goes.
+ * A kept-alive channel may take another request while it is open, its agent session is connected and not
+ * late (and not crowded: see ChannelRouter.crowded). A channel relayed by a peer replica is not reused:
+ * while the peer drains, a kept-alive relay would carry requests to agent sessions that are moving away.
  */
 function usable(c: RoutedChannel): boolean {
-  return !c.channel.destroyed && (c.agent === undefined || (!c.agent.closed && !c.agent.isLate()));
+  return !c.channel.destroyed && c.agent !== undefined && !c.agent.closed && !c.agent.isLate();
 }
 
 /** Service ports with kept-alive clients at once; the least recently used beyond this are closed. */

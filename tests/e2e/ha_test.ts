@@ -826,7 +826,9 @@ Deno.test({
           assert.deepEqual(
             failed,
             [],
-            `${failed.length} of ${results.length} requests failed; HAProxy:\n${lbLog()}`,
+            `${failed.length} of ${results.length} requests failed: ${
+              JSON.stringify(failed)
+            }; HAProxy:\n${lbLog()}`,
           );
           for (const w of watches) {
             assert.deepEqual(w.broken, [], `${w.cluster}: watches broken`);
