@@ -20,6 +20,11 @@ export class ChannelRouter {
     this.#peers = peers;
   }
 
+  /** Whether this replica has peers (a peer link). */
+  get peered(): boolean {
+    return this.#peers !== undefined;
+  }
+
   /**
    * Whether a channel's agent session (on this replica) carries clearly more channels to `endpoint` than
    * another that accepts `mode` (see ClusterSessions.crowded). A relayed channel never is: its peer chose.
