@@ -315,6 +315,20 @@ export async function startHub(config: HubConfig): Promise<Hub> {
     fixed ?? /^\/clusters\/([^/?]+)/.exec(req.url ?? "")?.[1] ?? "";
   const wss = tunnelWebSocketServer();
   let closing = false;
+  // Tunnels refused at the login cap, logged as one line per 10 s at most (a storm is thousands).
+  let refusedLogins = 0;
+  let refusedLoginsTimer: ReturnType<typeof setTimeout> | undefined;
+  const refuseLogin = (socket: Duplex) => {
+    refuseUpgrade(socket, 503, "too many agents are logging in to this hub replica: dial again later");
+    if (refusedLogins++ > 0) return;
+    refusedLoginsTimer = setTimeout(() => {
+      log.warn("agent tunnels refused: too many logging in", {
+        count: refusedLogins,
+        loggingIn: ssh.loggingIn,
+      });
+      refusedLogins = 0;
+    }, 10_000);
+  };
   const frontDoor = await startFrontDoor({
     host: config.host,
     port: config.port,
@@ -386,6 +400,10 @@ export async function startHub(config: HubConfig): Promise<Hub> {
     }
     if (inFlight.draining) {
       refuseUpgrade(socket, 503, "this hub replica is draining: dial again to reach another one");
+      return true;
+    }
+    if (ssh.atLoginCap()) {
+      refuseLogin(socket);
       return true;
     }
     acceptTunnel(wss, req, socket, head).then((t) => ssh.accept(t), (e) => {
@@ -511,6 +529,7 @@ export async function startHub(config: HubConfig): Promise<Hub> {
     close: async () => {
       closing = true;
       clearInterval(pruneTimer);
+      clearTimeout(refusedLoginsTimer);
       status.close();
       stopWatch();
       const held = sessions.clusters();

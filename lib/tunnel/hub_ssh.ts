@@ -41,6 +41,15 @@ export interface AgentCaps {
  */
 export const defaultAgentCaps: AgentCaps = { pendingOpens: 256, openChannels: 4096, endpoints: 10_000 };
 
+/**
+ * Tunnels accepted and not yet logged in, at most (the default of {@link SshHubOptions.maxLogins}). Each
+ * costs a key exchange and a signature; thousands at once (every agent of a replica that just went away)
+ * share the CPU so thinly that none finishes within the login timeout, and every retry adds to the pile.
+ * A bound lets the logins under way finish; the rest are refused at once and dial again after their
+ * jittered backoff (BENCHMARKS.md, issue 13).
+ */
+export const defaultMaxLogins = 128;
+
 /** An open to an agent was refused by the hub itself: the session is at one of its {@link AgentCaps}. */
 export class AgentAtCapError extends Error {
   override name = "AgentAtCapError";
@@ -58,6 +67,8 @@ export interface SshHubOptions {
   onAgent(agent: AgentConnection): void;
   /** An unauthenticated connection is closed after this long. */
   handshakeTimeoutMs: number;
+  /** Tunnels logging in at once, at most ({@link SshHub.atLoginCap}); {@link defaultMaxLogins} when absent. */
+  maxLogins?: number;
   /** Keepalive interval; a silent agent is dropped after 3 intervals. */
   keepaliveMs: number;
   /** Receives every control message other than the hello. */
@@ -212,6 +223,8 @@ export class SshHub {
   readonly #opts: SshHubOptions;
   /** Streams injected into ssh2 whose SSH header has not arrived yet, by peer address. */
   readonly #pending = new Map<string, { tunnel: TunnelStream; timer: ReturnType<typeof setTimeout> }>();
+  /** Tunnels accepted that have neither logged in nor closed. */
+  readonly #loggingIn = new Set<TunnelStream>();
 
   constructor(opts: SshHubOptions) {
     this.#opts = opts;
@@ -225,9 +238,23 @@ export class SshHub {
     this.#server.on("error", (e: Error) => opts.log.warn("ssh server error", { error: e }));
   }
 
+  /** Tunnels accepted that have neither logged in nor closed yet. */
+  get loggingIn(): number {
+    return this.#loggingIn.size;
+  }
+
+  /**
+   * Whether as many tunnels are logging in as the hub takes at once: the caller refuses a new one (before
+   * its WebSocket upgrade), and the agent dials again after its backoff.
+   */
+  atLoginCap(): boolean {
+    return this.#loggingIn.size >= (this.#opts.maxLogins ?? defaultMaxLogins);
+  }
+
   /** Runs SSH over a freshly accepted tunnel stream; closes it if it does not authenticate in time. */
   accept(tunnel: TunnelStream): void {
     const key = `${tunnel.remoteAddress}|${tunnel.remotePort}`;
+    this.#loggingIn.add(tunnel);
     const timer = setTimeout(() => {
       this.#opts.log.warn("tunnel closed before authentication", {
         remote: tunnel.remoteAddress,
@@ -237,6 +264,7 @@ export class SshHub {
     }, this.#opts.handshakeTimeoutMs);
     this.#pending.set(key, { tunnel, timer });
     tunnel.ws.once("close", () => {
+      this.#loggingIn.delete(tunnel);
       clearTimeout(timer);
       if (this.#pending.get(key)?.tunnel === tunnel) this.#pending.delete(key);
     });
@@ -283,6 +311,7 @@ export class SshHub {
     });
     conn.on("ready", () => {
       clearTimeout(timer);
+      this.#loggingIn.delete(tunnel);
       agent = new AgentConnection(
         conn,
         tunnel,

@@ -167,3 +167,61 @@ Deno.test("an agent session is bounded in pending opens, open channels, endpoint
     await new Promise<void>((r) => front.close(() => r()));
   }
 });
+
+Deno.test("tunnels logging in are counted until they log in or close; at maxLogins the hub is at its cap", async () => {
+  const hostKey = newHostKey();
+  let agent: AgentConnection | undefined;
+  const hub = new SshHub({
+    hostKey,
+    maxLogins: 2,
+    authenticate: (cluster, token) => Promise.resolve(cluster === "capped" && token === "t0ken"),
+    onAgent: (a) => void (agent = a),
+    handshakeTimeoutMs: 10_000,
+    keepaliveMs: 10_000,
+    hello: () => ({ version: "test", replica: "logins-hub", replicas: 1 }),
+    log: logger({ component: "logins-hub" }).with({ test: true }),
+  });
+  const wss = tunnelWebSocketServer();
+  const front = http.createServer((_req, res) => res.writeHead(404).end());
+  front.on("upgrade", (req, socket: Duplex, head: Uint8Array) => {
+    void acceptTunnel(wss, req, socket, head).then((t) => hub.accept(t));
+  });
+  await new Promise<void>((r) => front.listen(0, "127.0.0.1", r));
+  const url = new URL(`ws://127.0.0.1:${(front.address() as net.AddressInfo).port}/tunnel`);
+  const client = new ssh2.Client();
+  try {
+    // Two tunnels that never speak SSH: both count, and the hub is at its cap.
+    const silent = [await dialTunnel(url, {}), await dialTunnel(url, {})];
+    await until("two tunnels logging in", () => hub.loggingIn === 2);
+    assert.ok(hub.atLoginCap());
+    // One goes away: it no longer counts.
+    silent[0]!.ws.terminate();
+    await until("one tunnel logging in", () => hub.loggingIn === 1);
+    assert.ok(!hub.atLoginCap());
+    // One logs in: counted while it does, not once it is in.
+    const tunnel = await dialTunnel(url, {});
+    const ready = new Promise<void>((resolve, reject) => {
+      client.once("ready", () => resolve());
+      client.once("error", reject);
+    });
+    client.connect({
+      sock: tunnel.stream as unknown as import("node:stream").Readable,
+      username: "capped",
+      password: "t0ken",
+      tryKeyboard: false,
+      algorithms: sshAlgorithms(),
+      hostVerifier: (key: Uint8Array) => fingerprintOfBlob(key) === fingerprintOfKey(hostKey),
+      strictVendor: false,
+    });
+    await ready;
+    await until("the agent session is up", () => agent !== undefined);
+    assert.equal(hub.loggingIn, 1, "a logged-in session is not counted");
+    silent[1]!.ws.terminate();
+    await until("no tunnel logging in", () => hub.loggingIn === 0);
+  } finally {
+    client.end();
+    agent?.close("test over");
+    for (const c of wss.clients) c.terminate();
+    await new Promise<void>((r) => front.close(() => r()));
+  }
+});
