@@ -12,7 +12,15 @@
 
 import { Buffer } from "node:buffer";
 import YAML from "yaml";
-import { cpuSeconds, registerClusters, round, type Row, rssKiB, startManyAgents } from "./_util.ts";
+import {
+  cpuSeconds,
+  type ManyAgents,
+  registerClusters,
+  round,
+  type Row,
+  rssKiB,
+  startManyAgents,
+} from "./_util.ts";
 import { runJob } from "./proxy_bench.ts";
 import type { Target } from "./kube_load.ts";
 import { startClusters, type TestCluster } from "../tests/cluster/cluster.ts";
@@ -320,28 +328,39 @@ export async function haSessionsBench(opts: HaSessionsOptions): Promise<Row[]> {
   const { first, logins } = await registerClusters(dataDir, "idle", opts.agents);
   const sessions = opts.agents * 2;
   const args = ["--audit-log", `${dataDir}/audit.log`, "--drain-timeout", `${drainTimeoutS}s`];
-  let hubs = await startReplicas(dataDir, 3, args);
+  let hubs: HubProcess[] = [];
+  const lbs: Haproxy[] = [];
+  let agents: ManyAgents;
+  let baseKiB = 0;
+  try {
+    hubs = await startReplicas(dataDir, 3, args);
+    // An HAProxy holds two descriptors a connection and may not raise its limit past this machine's 20,000
+    // (`ulimit -Hn`): the agents are spread over several, each with room for its share of the sessions, the
+    // parked duplicates and the moves of a drain (as behind several load-balancer nodes).
+    for (let i = 0; i < Math.ceil(sessions / sessionsPerLb); i++) {
+      lbs.push(await startHaproxy({ backends: hubs.map((h) => h.port), tls: true, maxconn: lbMaxconn }));
+    }
+    await new Promise((r) => setTimeout(r, 1000));
+    baseKiB = hubs.reduce((n, h) => n + rssKiB(h.child.pid), 0);
+    agents = await startManyAgents({
+      hubUrls: lbs.map((lb) => `wss://127.0.0.1:${lb.port}/tunnel`),
+      fingerprint: first.fingerprint,
+      caFile: first.caFile,
+      logins,
+      hubConnections: 2,
+      perProcess: opts.agentsPerProcess,
+      dir: dataDir,
+    });
+  } catch (e) {
+    // Nothing started may outlive a failed set-up.
+    for (const lb of lbs) await lb.stop();
+    for (const h of hubs) await h.stop();
+    await Deno.remove(dataDir, { recursive: true }).catch(() => {});
+    throw e;
+  }
   const everyHub = [...hubs];
   const ports = hubs.map((h) => h.port);
-  // An HAProxy holds two descriptors a connection and may not raise its limit past this machine's 20,000
-  // (`ulimit -Hn`): the agents are spread over several, each with room for its share of the sessions, the
-  // parked duplicates and the moves of a drain (as behind several load-balancer nodes).
-  const lbs: Haproxy[] = [];
-  for (let i = 0; i < Math.ceil(sessions / sessionsPerLb); i++) {
-    lbs.push(await startHaproxy({ backends: ports, tls: true, maxconn: lbMaxconn }));
-  }
-  await new Promise((r) => setTimeout(r, 1000));
-  const baseKiB = hubs.reduce((n, h) => n + rssKiB(h.child.pid), 0);
   const tally = new SessionTally();
-  const agents = await startManyAgents({
-    hubUrls: lbs.map((lb) => `wss://127.0.0.1:${lb.port}/tunnel`),
-    fingerprint: first.fingerprint,
-    caFile: first.caFile,
-    logins,
-    hubConnections: 2,
-    perProcess: opts.agentsPerProcess,
-    dir: dataDir,
-  });
   // CPU seconds the replicas and the agents spent (the processes alive now; a drained replica's own
   // is read just before it is stopped).
   const cpu = (procs: number[]) => procs.reduce((n, pid) => n + cpuSeconds(pid), 0);
