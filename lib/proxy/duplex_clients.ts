@@ -16,7 +16,7 @@
 
 import type { Duplex } from "node:stream";
 import { Client, type Dispatcher } from "undici";
-import { windDownEvent } from "../tunnel/mod.ts";
+import { askedToWindDown, windDownEvent } from "../tunnel/mod.ts";
 
 /** A connected duplex and what carries it. */
 export interface Dialed<C> {
@@ -145,7 +145,7 @@ export class DuplexClients<C> {
         this.#opts.dial().then(({ duplex, carrier }) => {
           slot.carrier = carrier;
           // A reserved channel may have been asked before it became this connection.
-          slot.windingDown = (duplex as Duplex & { windingDown?: boolean }).windingDown === true;
+          slot.windingDown = askedToWindDown(duplex);
           duplex.once(windDownEvent, () => {
             slot.windingDown = true;
             const idle = this.#idle.indexOf(slot);

@@ -47,6 +47,14 @@ export function endToEndHeaders(rawHeaders: readonly string[]): Record<string, s
   return out;
 }
 
+/** The first value of header `name` (lower case) in a raw header list. */
+export function rawHeaderValue(rawHeaders: readonly string[], name: string): string | undefined {
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
+    if (rawHeaders[i]!.toLowerCase() === name) return rawHeaders[i + 1];
+  }
+  return undefined;
+}
+
 /** True when the request asks for a protocol upgrade (`Connection: upgrade` and an `Upgrade` header). */
 export function isUpgrade(req: Pick<http.IncomingMessage, "headers">): boolean {
   return req.headers.upgrade !== undefined &&

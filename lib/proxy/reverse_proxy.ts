@@ -20,9 +20,9 @@ import type http from "node:http";
 import { type Duplex, PassThrough } from "node:stream";
 import { Buffer } from "node:buffer";
 import type { Dispatcher } from "undici";
-import { splice, windDownEvent } from "../tunnel/mod.ts";
+import { askedToWindDown, splice, windDownEvent } from "../tunnel/mod.ts";
 import type { DuplexClients, Lease } from "./duplex_clients.ts";
-import { endToEndHeaders, headerRecord, rawResponseHead } from "./hop_headers.ts";
+import { endToEndHeaders, headerRecord, rawHeaderValue, rawResponseHead } from "./hop_headers.ts";
 import { type MessageFraming, messageFraming } from "./message_framing.ts";
 import { ClosingSocket, framedProtocol } from "./upgrade_close.ts";
 
@@ -167,12 +167,6 @@ function relayHead(
 /** Header bytes from undici as text. */
 function strings(raw: readonly (Buffer | string)[] | null | undefined): string[] {
   return (raw ?? []).map((b) => (typeof b === "string" ? b : b.toString("latin1")));
-}
-
-/** The first value of header `name` (lower case) in raw header pairs. */
-function headerValue(raw: readonly string[], name: string): string | undefined {
-  for (let i = 0; i + 1 < raw.length; i += 2) if (raw[i]!.toLowerCase() === name) return raw[i + 1];
-  return undefined;
 }
 
 /** Whether a request carries a body (and so cannot be sent twice). */
@@ -378,7 +372,7 @@ export class ReverseProxy {
           const raw = strings(rawHeaders);
           socket.write(rawResponseHead(status, "Switching Protocols", raw));
           if (head.length) upstream.write(head);
-          const protocol = target.framedClose ? framedProtocol(headerValue(raw, "upgrade")) : undefined;
+          const protocol = target.framedClose ? framedProtocol(rawHeaderValue(raw, "upgrade")) : undefined;
           const client = protocol ? new ClosingSocket(socket, protocol) : socket;
           const windDown = () => client instanceof ClosingSocket ? client.windDown() : void socket.end();
           socket.on(windDownEvent, windDown);
@@ -392,7 +386,7 @@ export class ReverseProxy {
             resolve(outcome);
           });
           // A relayed channel may have been asked to wind down before it carried this stream.
-          if ((upstream as Duplex & { windingDown?: boolean }).windingDown) windDown();
+          if (askedToWindDown(upstream)) windDown();
         },
         // The upstream declined the upgrade: relay its answer (kubectl reads the Status body) and close.
         onHeaders: (status, rawHeaders, _resume, statusText) => {

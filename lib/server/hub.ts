@@ -8,6 +8,7 @@
 import type http from "node:http";
 import type { Duplex } from "node:stream";
 import type { Logger } from "../log/log.ts";
+import { ReportEvery } from "../log/report_every.ts";
 import { longRunningKind } from "../kube/long_running.ts";
 import { InFlight } from "./in_flight.ts";
 import { drain, type DrainReport } from "./drain.ts";
@@ -316,18 +317,13 @@ export async function startHub(config: HubConfig): Promise<Hub> {
   const wss = tunnelWebSocketServer();
   let closing = false;
   // Tunnels refused at the login cap, logged as one line per 10 s at most (a storm is thousands).
-  let refusedLogins = 0;
-  let refusedLoginsTimer: ReturnType<typeof setTimeout> | undefined;
+  const refusedLogins = new ReportEvery(10_000);
   const refuseLogin = (socket: Duplex) => {
     refuseUpgrade(socket, 503, "too many agents are logging in to this hub replica: dial again later");
-    if (refusedLogins++ > 0) return;
-    refusedLoginsTimer = setTimeout(() => {
-      log.warn("agent tunnels refused: too many logging in", {
-        count: refusedLogins,
-        loggingIn: ssh.loggingIn,
-      });
-      refusedLogins = 0;
-    }, 10_000);
+    const count = refusedLogins.count();
+    if (count !== undefined) {
+      log.warn("agent tunnels refused: too many logging in", { count, loggingIn: ssh.loggingIn });
+    }
   };
   const frontDoor = await startFrontDoor({
     host: config.host,
@@ -529,7 +525,6 @@ export async function startHub(config: HubConfig): Promise<Hub> {
     close: async () => {
       closing = true;
       clearInterval(pruneTimer);
-      clearTimeout(refusedLoginsTimer);
       status.close();
       stopWatch();
       const held = sessions.clusters();

@@ -173,29 +173,17 @@ export class PeerRoutes {
    * not cached, so a drain can tell when its agents have all moved without asking once per cluster.
    */
   async clustersHeld(): Promise<Set<string>> {
-    const peers = this.#opts.peers().filter((p) => p.peerAddress);
-    const answers = await Promise.all(
-      peers.map((p) =>
-        peerGet(
-          this.#opts.identity,
-          p.id,
-          p.peerAddress!,
-          heldClustersPath,
-          this.#opts.maxHeldAnswerBytes ?? maxHeldAnswerBytes,
-          heldTimeoutMs,
-        )
-          .then(parseHeldAnswer).catch((e) => {
-            this.#opts.log.info("held-clusters lookup failed", { peer: p.id, error: (e as Error).message });
-            return undefined;
-          })
-      ),
+    const answers = await this.#askEach(
+      heldClustersPath,
+      this.#opts.maxHeldAnswerBytes ?? maxHeldAnswerBytes,
+      heldTimeoutMs,
+      parseHeldAnswer,
+      "held-clusters lookup failed",
     );
     const held = new Set<string>();
-    answers.forEach((a, i) => {
-      // The answer must come from the replica the lease names (its certificate was checked for that name).
-      if (!a || a.draining || a.replica !== peers[i]!.id) return;
-      for (const c of a.clusters) held.add(c);
-    });
+    for (const { answer } of answers) {
+      if (!answer.draining) { for (const c of answer.clusters) held.add(c); }
+    }
     return held;
   }
 
@@ -206,32 +194,55 @@ export class PeerRoutes {
 
   async #ask(cluster: string, endpoint: string, mode?: string): Promise<RouteHolder[]> {
     const query = new URLSearchParams({ cluster, endpoint, ...(mode ? { mode } : {}) });
+    const answers = await this.#askEach(
+      `${routeLookupPath}?${query}`,
+      maxAnswerBytes,
+      lookupTimeoutMs,
+      parseRouteAnswer,
+      "route lookup failed",
+      { cluster },
+    );
+    return answers
+      .filter(({ answer }) => answer.agents > 0)
+      .map(({ peer, answer }) => ({
+        replica: peer.id,
+        address: peer.peerAddress!,
+        agents: answer.agents,
+        draining: answer.draining,
+      }))
+      .sort((x, y) => Number(x.draining) - Number(y.draining) || y.agents - x.agents);
+  }
+
+  /**
+   * One GET of `path` on every live peer with a peer address, at once. A peer that fails (unreachable,
+   * too slow, an answer over `maxBytes` or of the wrong shape) is logged and left out, and so is an answer
+   * that does not come from the replica the lease names (its certificate was checked for that name).
+   */
+  async #askEach<T extends { replica: string }>(
+    path: string,
+    maxBytes: number,
+    timeoutMs: number,
+    parse: (body: string) => T,
+    failure: string,
+    fields: Record<string, unknown> = {},
+  ): Promise<{ peer: ReplicaLease; answer: T }[]> {
     const peers = this.#opts.peers().filter((p) => p.peerAddress);
     const answers = await Promise.all(
       peers.map((p) =>
-        peerGet(
-          this.#opts.identity,
-          p.id,
-          p.peerAddress!,
-          `${routeLookupPath}?${query}`,
-          maxAnswerBytes,
-          lookupTimeoutMs,
-        )
-          .then(parseRouteAnswer).catch((e) => {
-            this.#opts.log.info("route lookup failed", { peer: p.id, cluster, error: (e as Error).message });
+        peerGet(this.#opts.identity, p.id, p.peerAddress!, path, maxBytes, timeoutMs).then(parse).catch(
+          (e) => {
+            this.#opts.log.info(failure, { peer: p.id, ...fields, error: (e as Error).message });
             return undefined;
-          })
+          },
+        )
       ),
     );
-    const out: RouteHolder[] = [];
-    answers.forEach((a, i) => {
-      const p = peers[i]!;
-      // The answer must come from the replica the lease names (its certificate was checked for that name).
-      if (a && a.agents > 0 && a.replica === p.id) {
-        out.push({ replica: p.id, address: p.peerAddress!, agents: a.agents, draining: a.draining });
-      }
+    const out: { peer: ReplicaLease; answer: T }[] = [];
+    answers.forEach((answer, i) => {
+      const peer = peers[i]!;
+      if (answer && answer.replica === peer.id) out.push({ peer, answer });
     });
-    return out.sort((x, y) => Number(x.draining) - Number(y.draining) || y.agents - x.agents);
+    return out;
   }
 }
 

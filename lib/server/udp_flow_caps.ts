@@ -7,6 +7,7 @@
  */
 
 import type { Logger } from "../log/log.ts";
+import { ReportEvery } from "../log/report_every.ts";
 import { addressBucket } from "./address_bucket.ts";
 
 /** The caps (hub flags `--lb-udp-flows-per-port`, `-per-source`, `-per-cluster`). */
@@ -44,8 +45,7 @@ export class PortFlowLedger {
   #open = 0;
   /** Flows refused since the port opened, per cap. */
   readonly refused: Record<FlowCap, number> = { perPort: 0, perSource: 0, perCluster: 0 };
-  #unreported = 0;
-  #lastReport = -Infinity;
+  readonly #refusals = new ReportEvery(refusalLogEveryMs);
 
   constructor(caps: UdpFlowCaps, cluster: ClusterFlowCount, log: Logger) {
     this.#caps = caps;
@@ -74,17 +74,15 @@ export class PortFlowLedger {
       : undefined;
     if (cap) {
       this.refused[cap]++;
-      this.#unreported++;
-      if (now - this.#lastReport >= refusalLogEveryMs) {
+      const unreported = this.#refusals.count(now);
+      if (unreported !== undefined) {
         this.#log.warn("lb udp flows refused", {
           cap,
           limit: this.#caps[cap],
           source: bucket,
-          droppedSinceLastReport: this.#unreported,
+          droppedSinceLastReport: unreported,
           refused: { ...this.refused },
         });
-        this.#lastReport = now;
-        this.#unreported = 0;
       }
       return undefined;
     }

@@ -52,6 +52,14 @@ export interface EofFramed extends Duplex {
   readonly windingDown: boolean;
 }
 
+/**
+ * Whether `duplex` is a framed stream whose peer already sent the wind-down notice (a relayed channel
+ * may be asked before it is given to the request that uses it).
+ */
+export function askedToWindDown(duplex: Duplex): boolean {
+  return (duplex as Partial<EofFramed>).windingDown === true;
+}
+
 /** Error for a frame header that announces more than {@link maxEofFrameLength}. */
 export class FrameTooLongError extends Error {
   constructor(readonly announced: number) {

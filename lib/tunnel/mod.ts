@@ -43,6 +43,7 @@ export {
 export { DatagramDecoder, encodeDatagram, maxDatagramBytes } from "./datagram_framing.ts";
 export { installSsh2Fixes, patchedSsh2Version } from "./ssh2_fixes.ts";
 export {
+  askedToWindDown,
   type EofFramed,
   eofFramed,
   eofFramedUpgrade,
