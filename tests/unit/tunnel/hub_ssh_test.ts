@@ -39,6 +39,24 @@ async function until(what: string, check: () => boolean): Promise<void> {
   assert.ok(check(), what);
 }
 
+/** Logs `client` in as cluster "capped" over a tunnel's stream, pinning the hub's host key; settles once ready. */
+function logIn(client: ssh2.Client, stream: Duplex, hostKey: string): Promise<void> {
+  const ready = new Promise<void>((resolve, reject) => {
+    client.once("ready", () => resolve());
+    client.once("error", reject);
+  });
+  client.connect({
+    sock: stream as unknown as import("node:stream").Readable,
+    username: "capped",
+    password: "t0ken",
+    tryKeyboard: false,
+    algorithms: sshAlgorithms(),
+    hostVerifier: (key: Uint8Array) => fingerprintOfBlob(key) === fingerprintOfKey(hostKey),
+    strictVendor: false,
+  });
+  return ready;
+}
+
 Deno.test("an agent session is bounded in pending opens, open channels, endpoints and sessions", async () => {
   const hostKey = newHostKey();
   let resolveAgent!: (a: AgentConnection) => void;
@@ -74,19 +92,7 @@ Deno.test("an agent session is bounded in pending opens, open channels, endpoint
       accepted.push(ch);
     }
   });
-  const ready = new Promise<void>((resolve, reject) => {
-    client.once("ready", () => resolve());
-    client.once("error", reject);
-  });
-  client.connect({
-    sock: tunnel.stream as unknown as import("node:stream").Readable,
-    username: "capped",
-    password: "t0ken",
-    tryKeyboard: false,
-    algorithms: sshAlgorithms(),
-    hostVerifier: (key: Uint8Array) => fingerprintOfBlob(key) === fingerprintOfKey(hostKey),
-    strictVendor: false,
-  });
+  const ready = logIn(client, tunnel.stream, hostKey);
   const publish = (name: string) =>
     new Promise<void>((resolve, reject) =>
       client.openssh_forwardInStreamLocal(name, (err) => (err ? reject(err) : resolve()))
@@ -200,20 +206,7 @@ Deno.test("tunnels logging in are counted until they log in or close; at maxLogi
     assert.ok(!hub.atLoginCap());
     // One logs in: counted while it does, not once it is in.
     const tunnel = await dialTunnel(url, {});
-    const ready = new Promise<void>((resolve, reject) => {
-      client.once("ready", () => resolve());
-      client.once("error", reject);
-    });
-    client.connect({
-      sock: tunnel.stream as unknown as import("node:stream").Readable,
-      username: "capped",
-      password: "t0ken",
-      tryKeyboard: false,
-      algorithms: sshAlgorithms(),
-      hostVerifier: (key: Uint8Array) => fingerprintOfBlob(key) === fingerprintOfKey(hostKey),
-      strictVendor: false,
-    });
-    await ready;
+    await logIn(client, tunnel.stream, hostKey);
     await until("the agent session is up", () => agent !== undefined);
     assert.equal(hub.loggingIn, 1, "a logged-in session is not counted");
     silent[1]!.ws.terminate();
