@@ -82,6 +82,20 @@ export function serviceWithSlice(
   ];
 }
 
+/** Creates namespace `web` and in it the Service `echo` on port 9000 with its EndpointSlice. */
+export async function applyEchoService(cluster: TestCluster): Promise<void> {
+  const created = await cluster.kubectl(["create", "namespace", "web"]);
+  if (created.code !== 0) throw new Error(`create namespace web: ${created.stderr}`);
+  const applied = await cluster.kubectl(["apply", "-f", "-"], {
+    stdin: JSON.stringify({
+      apiVersion: "v1",
+      kind: "List",
+      items: serviceWithSlice(cluster, "web", "echo", 9000, 9000),
+    }),
+  });
+  if (applied.code !== 0) throw new Error(`apply Service web/echo: ${applied.stderr}`);
+}
+
 /** TLS options for a hub client: the hub CA and, for a certificate user, the client key pair. */
 export interface Tls {
   ca: string;

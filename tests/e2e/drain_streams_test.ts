@@ -12,14 +12,14 @@ import { Buffer } from "node:buffer";
 import YAML from "yaml";
 import { spawnListening, startTowerEnv } from "./tower_env.ts";
 import {
+  applyEchoService,
   framedHead,
   rawUpgrade,
-  serviceWithSlice,
   startBackend,
   tlsOfKubeconfig,
 } from "./_service_helpers.ts";
 import { eofFramed } from "../../lib/tunnel/mod.ts";
-import { type HubProcess, replicaOf, startHub } from "../helpers/tower_procs.ts";
+import { type HubProcess, replicaOf, startSecondReplica } from "../helpers/tower_procs.ts";
 import { type Running, running, streamPaths } from "./_kubectl_helpers.ts";
 import { eventually } from "../helpers/wait.ts";
 
@@ -94,15 +94,7 @@ Deno.test("SIGTERM: exec and port-forward end with their protocol's close; kubec
 
     // A framed TCP stream to a Service port (what `main_server.ts forward` opens), with bytes sent.
     backends.push(await startBackend(cluster, "bufecho", 9000));
-    assert.equal((await cluster.kubectl(["create", "namespace", "web"])).code, 0);
-    const applied = await cluster.kubectl(["apply", "-f", "-"], {
-      stdin: JSON.stringify({
-        apiVersion: "v1",
-        kind: "List",
-        items: serviceWithSlice(cluster, "web", "echo", 9000, 9000),
-      }),
-    });
-    assert.equal(applied.code, 0, applied.stderr);
+    await applyEchoService(cluster);
     const creds = await tlsOfKubeconfig(kc, await Deno.readTextFile(env.added.get(clusterName)!.caFile));
     const forwardPath = `/clusters/${clusterName}/services/web/echo:9000`;
     // The Service is published once the agent's informer has it.
@@ -202,12 +194,7 @@ Deno.test("SIGTERM of the replica relaying a watch and an exec for another: the 
   let b: HubProcess | undefined;
   let exec: Running | undefined;
   try {
-    b = await startHub({ dataDir: env.dataDir, args: ["--peer-listen", "127.0.0.1:0"] });
-    await b.waitFor(
-      (l) => l.msg === "replicas changed" && (l.replicas as string[]).length === 2,
-      "2 replicas",
-      40_000,
-    );
+    b = await startSecondReplica(env.dataDir);
     await env.clusters.get(cluster)!.createPod("box");
     const viaA = await env.addUser("ops", ["system:masters"], ["*"]);
     const viaB = `${viaA}.b`;

@@ -10,10 +10,10 @@ import { Buffer } from "node:buffer";
 import { auditLines, type Backend, spawnListening, startTowerEnv, type TowerEnv } from "./tower_env.ts";
 import { eventually, within } from "../helpers/wait.ts";
 import {
+  applyEchoService,
   framedHead,
   hubRequest,
   rawUpgrade,
-  serviceWithSlice,
   startBackend,
   tlsOfKubeconfig,
 } from "./_service_helpers.ts";
@@ -86,15 +86,7 @@ Deno.test("hardening: one tenant cannot hurt another", async (t) => {
     t.step({ name, fn, sanitizeOps: false, sanitizeResources: false });
   try {
     backends.push(await startBackend(alpha, "bufecho", 9000));
-    assert.equal((await alpha.kubectl(["create", "namespace", "web"])).code, 0);
-    const applied = await alpha.kubectl(["apply", "-f", "-"], {
-      stdin: JSON.stringify({
-        apiVersion: "v1",
-        kind: "List",
-        items: serviceWithSlice(alpha, "web", "echo", 9000, 9000),
-      }),
-    });
-    assert.equal(applied.code, 0, applied.stderr);
+    await applyEchoService(alpha);
     const port = env.hub.port;
     const ca = await Deno.readTextFile(env.added.get("alpha")!.caFile);
     const attackerKubeconfig = await env.addUser("mallory", ["tenants"], ["alpha"]);

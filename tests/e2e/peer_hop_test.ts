@@ -7,18 +7,13 @@
 
 import assert from "node:assert/strict";
 import { auditLines, startTowerEnv } from "./tower_env.ts";
-import { auditOf, type HubProcess, replicaOf, startHub } from "../helpers/tower_procs.ts";
+import { auditOf, type HubProcess, replicaOf, startSecondReplica } from "../helpers/tower_procs.ts";
 
 Deno.test("kube API requests on a replica without the agent are carried through the replica that holds it", async () => {
   const env = await startTowerEnv({ clusters: ["hop"], hubArgs: ["--peer-listen", "127.0.0.1:0"] });
   let b: HubProcess | undefined;
   try {
-    b = await startHub({ dataDir: env.dataDir, args: ["--peer-listen", "127.0.0.1:0"] });
-    await b.waitFor(
-      (l) => l.msg === "replicas changed" && (l.replicas as string[]).length === 2,
-      "2 replicas",
-      40_000,
-    );
+    b = await startSecondReplica(env.dataDir);
     const viaA = await env.addUser("ops", ["system:masters"], ["*"]);
     // The same kubeconfig, pointed at replica B (both present the same serving certificate).
     const viaB = `${viaA}.b`;

@@ -255,6 +255,25 @@ export async function startHub(opts: HubProcessOptions): Promise<HubProcess> {
   });
 }
 
+/**
+ * Starts a second hub replica on `dataDir` (a peer link on a free port) beside one already running there,
+ * and waits until it sees both replicas' leases.
+ */
+export async function startSecondReplica(dataDir: string): Promise<HubProcess> {
+  const hub = await startHub({ dataDir, args: ["--peer-listen", "127.0.0.1:0"] });
+  try {
+    await hub.waitFor(
+      (l) => l.msg === "replicas changed" && (l.replicas as string[]).length === 2,
+      "2 replicas",
+      40_000,
+    );
+  } catch (e) {
+    await hub.stop();
+    throw e;
+  }
+  return hub;
+}
+
 /** The replica id a hub says it runs as. */
 export function replicaOf(hub: HubProcess): string {
   return String(hub.lines.find((l) => l.msg === "hub listening")?.replica);
