@@ -42,6 +42,13 @@ export async function ipTool(): Promise<string> {
   throw new Error("tower test cluster: the `ip` tool is missing (Debian/Ubuntu: apt-get install iproute2)");
 }
 
+/**
+ * What `ip link del` says of a link that is already gone: deleting a namespace removes the peer of a veth
+ * pair a moment later, and depending on that moment the root end is "Cannot find device" or, mid-removal,
+ * "No such device".
+ */
+const linkGone = /Cannot find device|does not exist|No such device/;
+
 /** Runs `ip ARGS`; throws with its stderr unless `tolerate` matches that stderr. */
 export async function ip(args: string[], tolerate?: RegExp): Promise<string> {
   const out = await new Deno.Command(await ipTool(), { args, stdout: "piped", stderr: "piped" }).output();
@@ -131,7 +138,7 @@ export async function destroyNetns(
     await attempt(() => killAllIn(name));
     await attempt(() => ip(["netns", "del", name], /No such file/));
   }
-  if (vethRoot) await attempt(() => ip(["link", "del", vethRoot], /Cannot find device|does not exist/));
+  if (vethRoot) await attempt(() => ip(["link", "del", vethRoot], linkGone));
   if (dir) {
     await attempt(() =>
       Deno.remove(dir, { recursive: true }).catch((e) => {
@@ -166,7 +173,7 @@ export async function reapLeftoversLocked(): Promise<Reaped> {
   }
   for (const link of await rootLinks()) {
     if (!dead(VETH_RE, link)) continue;
-    await ip(["link", "del", link], /Cannot find device|does not exist/);
+    await ip(["link", "del", link], linkGone);
     reaped.veths.push(link);
   }
   for await (const e of Deno.readDir(STATE_ROOT)) {
